@@ -15,6 +15,7 @@ model's cache key is its config (delete CACHE_DIR/tiny-* to rebuild on a new cor
 import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -28,10 +29,19 @@ from urllib.parse import urlparse
 
 # Quiet known noise once, before transformers/peft/bitsandbytes are imported (DESIGN.md 7).
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward ..." at import
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*deprecated.*")
-warnings.filterwarnings("ignore", message=".*use_reentrant.*")
-warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")
-warnings.filterwarnings("ignore", message=".*gemv_4bit.*")
+NOISE = [".*gradient_checkpointing_enable.*deprecated.*", ".*is_gradient_checkpointing.*deprecated.*",
+         ".*use_reentrant.*", ".*torch_dtype.*deprecated.*", ".*torch.jit.script_method.*"]  # last: bnb import
+for _pattern in NOISE:
+    warnings.filterwarnings("ignore", message=_pattern)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The same filters again, for callers (like pytest) that reset the global ones."""
+    with warnings.catch_warnings():
+        for pattern in NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -40,7 +50,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 transformers.utils.logging.set_verbosity_error()  # generation-flag and loading warnings
 transformers.utils.logging.disable_progress_bar()
 
-CACHE_DIR = os.environ.get("MOSAIC_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "mosaic"))
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
+CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
 TAGS = ["<think>", "</think>", "<safety_thoughts>", "</safety_thoughts>",
         "<tool_call>", "</tool_call>", "<answer>", "</answer>"]
 CHAT_MARKERS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]  # special tokens of the tiny tokenizer (ids 0, 1, 2)
@@ -67,6 +78,7 @@ def _save_atomically(out_dir, model, tokenizer):
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out_dir) + "-")
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any other directory
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -90,7 +102,7 @@ def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size or TINY["vocab_size"], special_tokens=CHAT_MARKERS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     markers = re.compile("|".join(re.escape(t) for t in TAGS + CHAT_MARKERS))
-    bpe.train_from_iterator((markers.sub(" ", t) for t in texts), trainer)  # tags get no BPE merges of their own
+    bpe.train_from_iterator((markers.sub("\n", t) for t in texts), trainer)  # tags get no BPE merges of their own
     # Tags: single tokens but not special, so decode(..., skip_special_tokens=True) keeps them for the parser.
     bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left", chat_template=CHATML_TEMPLATE,
@@ -130,8 +142,10 @@ def _smollm2_dir():
         raise ModelError(f"{SMOLLM2_GGUF} not found in {pkg_dir}: {SMOLLM2_HINT}")
     from transformers import PreTrainedTokenizerFast
 
-    src_tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
-    src = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    print(f"converting {SMOLLM2_GGUF} to {out} (once, ~20 s)", file=sys.stderr)
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar ignores disable_progress_bar()
+        src_tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
+        src = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # A GGUF-loaded model cannot save_pretrained: copy its weights into a plain Llama with the same config.
     config = LlamaConfig(**{k: v for k, v in src.config.to_dict().items() if k != "quantization_config"})
     model = LlamaForCausalLM(config)
@@ -169,7 +183,8 @@ def _guard_4bit_cpu(model):
 
 def _bnb_config(device):
     try:
-        import bitsandbytes  # noqa: F401
+        with _quiet():
+            import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
     except Exception as e:  # ImportError, or a broken native library
         raise ModelError(f"4-bit needs a working bitsandbytes ({type(e).__name__}: {str(e).splitlines()[0]}); "
@@ -186,6 +201,7 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     if quant not in ("none", "4bit"):
         raise ModelError(f"unknown quant '{quant}': use 'none' or '4bit'")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bnb_config = _bnb_config(device) if quant == "4bit" else None  # fail before any download or conversion
     extra = {}
     if name == "tiny":
         path = _tiny_dir(tiny_texts)
@@ -203,22 +219,23 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
             AutoTokenizer.from_pretrained(name, local_files_only=True)
             extra = {"local_files_only": True}
         except Exception:
-            if os.path.sep in name.lstrip("./")[:0] or name.startswith((".", "/", "~")):
+            if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an "org/name" hub id
                 raise ModelError(f"no such model directory: {name}") from None
             if not _hub_reachable():
                 raise ModelError(f"unknown model '{name}': not 'tiny', 'smollm2-135m', a model directory, or a hub "
                                  "id in the local cache (the hub is unreachable)") from None
     kw = dict(dtype=dtype or torch.float32, **extra)
-    if quant == "4bit":
-        kw |= dict(quantization_config=_bnb_config(device), dtype=None, device_map={"": device})
-        kw["dtype"] = kw["quantization_config"].bnb_4bit_compute_dtype
+    if bnb_config is not None:
+        kw |= dict(quantization_config=bnb_config, dtype=bnb_config.bnb_4bit_compute_dtype, device_map={"": device})
     try:
         tok = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    except OSError as e:
-        raise ModelError(f"cannot load '{name}': {str(e).splitlines()[0]}") from None
-    if quant == "none":
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load '{name}': {str(e).strip().splitlines()[0]}") from None
+    if bnb_config is None:
         model.to(device)
+    else:
+        _guard_4bit_cpu(model)
     tok.padding_side = "left"  # batched generation needs left padding, whatever the saved tokenizer says
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -228,26 +245,26 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
 
 def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=None, adapter=None, tiny_texts=None):
     """(model, tokenizer) ready to train: LoRA on all linear layers (a fresh adapter, or `adapter` DIR; adapter
-    implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with model.disable_adapter():`."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with model.disable_adapter():`.
+    lora=False: the whole model trains (quant="none"), or nothing does (a frozen 4-bit model, for evaluation)."""
+    with _quiet():  # peft imports bitsandbytes
+        from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lora = lora or adapter is not None
-    if quant == "4bit" and not lora:
-        raise ModelError("a 4-bit model can only be trained through LoRA: use lora=True or quant='none'")
     if adapter is not None and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
         raise ModelError(f"{adapter} holds no LoRA adapter (no adapter_config.json)")
     # Frozen base weights may be bf16 on a GPU; weights that are trained in full stay fp32.
     cuda_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
     model, tok = load_base(name, quant, device, torch.bfloat16 if lora and cuda_bf16 else torch.float32, tiny_texts)
-    if quant == "4bit":
-        _guard_4bit_cpu(model)
-        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    elif lora:
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
-                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with _quiet():
+        if quant == "4bit":  # freezes the base, casts norms to fp32, gradient checkpointing
+            model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        elif lora:
+            model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
+                                                     lora_dropout=0.0, task_type="CAUSAL_LM"))
     return model.train(), tok
 
 

@@ -1,5 +1,314 @@
-"""rollout.py: not built yet (see the issues). Part of the MOSAIC reference implementation."""
+"""The plan -> check -> act/refuse loop, over many episodes at once.
+
+    python rollout.py --model tiny --split test --episodes 8 --out runs/rollouts.jsonl
+    python rollout.py --policy expert --split ood --episodes 4        # a scripted agent through the same loop
+    python rollout.py --model smollm2-135m --adapter runs/tiny/adapter --greedy
+
+Every step, the still-running episodes are generated together in one left-padded batch with HF `generate`, each turn
+is parsed (envs.parse_turn) and stepped in its mock environment; finished episodes leave the batch.
+
+Tokens. An episode keeps one growing list of token ids: the chat-template prompt, then for each turn the sampled
+tokens exactly as generated (the model's own tokens, mask 1, with their log-probs), then the template's text for the
+tool result and the next assistant header (mask 0). The model is always conditioned on that same list, so what is
+trained is exactly what was sampled. Scripted agents go through the same loop; their turns are tokenized the same
+way, which makes them SFT data.
+
+Simplifications: log-probs are of the temperature-1 policy whatever the sampling temperature; a chat template that
+rejects the `tool` role gets tool results as `user` messages; the boundary text after an assistant turn is taken
+from the template by string difference (exact for ChatML, Llama 3 and Qwen templates).
+"""
+import argparse
+import ast
+import inspect
+import json
+import os
 import sys
+import textwrap
+import typing
+from dataclasses import dataclass, fields
+
+import torch
+from tqdm.auto import tqdm
+
+import envs
+
+SCRIPTED = ("expert", "naive")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Boilerplate: one dataclass of settings per script, parsed into --kebab-case flags (help = the field's docstring)
+
+def parse_args(cls, argv=None, defaults=None, description=None):
+    docs, body = {}, ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    ap = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip())
+    for f in fields(cls):
+        flag, default = "--" + f.name.replace("_", "-"), (defaults or {}).get(f.name, f.default)
+        if f.type is bool:
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=docs.get(f.name))
+        elif typing.get_origin(f.type) is list:
+            ap.add_argument(flag, action="append", default=None, help=docs.get(f.name))
+        else:
+            typ = f.type if f.type in (int, float, str) else str
+            ap.add_argument(flag, type=typ, default=default, help=docs.get(f.name))
+    ns = vars(ap.parse_args(argv))
+    return cls(**{k: (v if v is not None or typing.get_origin(f.type) is not list else [])
+                  for f in fields(cls) for k, v in [(f.name, ns[f.name])]})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chat-template bookkeeping
+
+def render(tok, messages, generation_prompt):
+    try:
+        return tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+    except Exception:  # templates without a `tool` role: pass tool results as user messages
+        msgs = [m if m["role"] != "tool" else {"role": "user", "content": "Tool result:\n" + m["content"]}
+                for m in messages]
+        return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
+
+
+def encode(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _delta_text(tok, messages, ended_with_eos):
+    """Template text that follows the last assistant turn's tokens: its closing, the new tool message, and the next
+    assistant header. `messages` ends with [assistant, tool]."""
+    before = render(tok, messages[:-1], False)
+    after = render(tok, messages, True)
+    content = messages[-2]["content"].strip()
+    i = before.rfind(content) if content else -1
+    tail = before[i + len(content):] if i >= 0 else ""
+    eos = tok.eos_token or ""
+    if ended_with_eos and tail.startswith(eos):
+        tail = tail[len(eos):]
+    if after.startswith(before):
+        return tail + after[len(before):]
+    j = after.rfind(messages[-1]["content"])  # template rewrote history: fall back to the last message's frame
+    k = after.rfind("\n", 0, max(j, 0)) if j > 0 else 0
+    return tail + after[k + 1 if k > 0 else 0:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+class Episode:
+    def __init__(self, task, tok, max_steps, kind=None):
+        self.task, self.kind, self.env = task, kind, envs.Env(task, max_steps)
+        self.messages, self.turns = self.env.reset(), []
+        self.script = envs.script(task, kind) if kind else None
+        self.ids, self.mask, self.logprobs = [], [], []
+        if tok is not None:
+            self.ids = encode(tok, render(tok, self.messages, True))
+            self.mask, self.logprobs = [0] * len(self.ids), [0.0] * len(self.ids)
+
+    def add_turn(self, tok, text, gen_ids=None, gen_logprobs=None, ended_with_eos=True):
+        """Record one assistant turn, step the environment, append the tool result's tokens."""
+        if tok is not None:
+            if gen_ids is None:  # a scripted turn: the tokens a model would have written, then end-of-turn
+                gen_ids = encode(tok, text) + [tok.eos_token_id]
+                gen_logprobs = [0.0] * len(gen_ids)
+            self.ids += gen_ids
+            self.mask += [1] * len(gen_ids)
+            self.logprobs += gen_logprobs
+        parsed = envs.parse_turn(text)
+        self.turns.append(parsed)
+        self.messages.append({"role": "assistant", "content": text})
+        obs, done = self.env.step(parsed)
+        if not done:
+            self.messages.append({"role": "tool", "content": obs})
+            if tok is not None:
+                d = encode(tok, _delta_text(tok, self.messages, ended_with_eos))
+                self.ids += d
+                self.mask += [0] * len(d)
+                self.logprobs += [0.0] * len(d)
+
+    def to_dict(self, policy):
+        out = self.env.outcome()
+        out["tokens"] = sum(self.mask)
+        out["safety_check"] = any(t["safety"] for t in self.turns)
+        return {"task_id": self.task["id"], "category": self.task["category"], "template": self.task["template"],
+                "policy": policy, "messages": self.messages, "turns": self.turns,
+                "injection": self.task.get("injection", {}).get("text"), "secrets": self.task.get("secrets", []),
+                "ids": self.ids, "mask": self.mask, "logprobs": [round(x, 6) for x in self.logprobs],
+                "outcome": out}
+
+
+@torch.no_grad()
+def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
+    """One left-padded generate call for a list of episodes: returns (text, ids, logprobs, ended_with_eos) each."""
+    pad = tok.pad_token_id
+    T = max(len(e.ids) for e in batch)
+    dev = model.device
+    input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
+    attn = torch.zeros((len(batch), T), dtype=torch.long)
+    for i, e in enumerate(batch):
+        input_ids[i, T - len(e.ids):] = torch.tensor(e.ids)
+        attn[i, T - len(e.ids):] = 1
+    kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    out = model.generate(input_ids=input_ids.to(dev), attention_mask=attn.to(dev), max_new_tokens=max_new_tokens,
+                         pad_token_id=pad, eos_token_id=tok.eos_token_id, return_dict_in_generate=True,
+                         output_logits=True, use_cache=True, **kw)
+    gen = out.sequences[:, T:]
+    lp = torch.stack([l.float().log_softmax(-1).gather(-1, gen[:, t:t + 1])[:, 0]
+                      for t, l in enumerate(out.logits)], 1).cpu()
+    gen = gen.cpu()
+    results = []
+    for i in range(len(batch)):
+        row = gen[i].tolist()
+        n = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+        text = tok.decode(row[:n], skip_special_tokens=True)
+        results.append((text, row[:n], lp[i, :n].tolist(), tok.eos_token_id in row))
+    return results
+
+
+def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0, top_p=1.0, max_steps=8,
+            max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True):
+    """Run episodes of `tasks` (each `group_size` times) with a model or a scripted agent ('expert' / 'naive').
+
+    Returns trajectory dicts (Episode.to_dict). With a model, `tok` is required; with a scripted agent it is optional
+    (given, the trajectories carry token ids and masks, for SFT).
+    """
+    scripted = isinstance(policy, str)
+    if scripted and policy not in SCRIPTED:
+        raise ValueError(f"unknown scripted policy '{policy}' (expert | naive)")
+    label = label or (policy if scripted else "model")
+    eps = [Episode(t, tok, max_steps, policy if scripted else None) for t in tasks for _ in range(group_size)]
+    if not scripted:
+        torch.manual_seed(seed)
+        max_context = max_context or getattr(policy.config, "max_position_embeddings", 4096)
+        was_training = policy.training
+        policy.eval()
+    bar = tqdm(total=len(eps), desc=f"rollout {label}", disable=not progress, leave=False)
+    while True:
+        live = [e for e in eps if not e.env.done]
+        if not live:
+            break
+        if scripted:
+            for e in live:
+                k = len(e.turns)
+                e.add_turn(tok, e.script[k] if k < len(e.script) else "<think>Done.</think>\n<answer>Done.</answer>")
+        else:
+            for e in live:
+                if len(e.ids) + max_new_tokens > max_context:  # no room for another turn
+                    e.env.done = e.env.truncated = True
+            live = sorted([e for e in live if not e.env.done], key=lambda e: len(e.ids))
+            for s in range(0, len(live), batch_size):
+                chunk = live[s:s + batch_size]
+                for e, (text, ids, lps, eos) in zip(chunk, _generate(policy, tok, chunk, greedy, temperature, top_p,
+                                                                      max_new_tokens)):
+                    e.add_turn(tok, text, ids, lps, eos)
+        bar.update(sum(e.env.done for e in eps) - bar.n)
+    bar.close()
+    if not scripted and was_training:
+        policy.train()
+    return [e.to_dict(label) for e in eps]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading trajectories
+
+def format_trajectory(traj, width=100):
+    """A readable transcript: tags visible, tool results indented, the outcome at the end."""
+    lines = [f"== {traj['task_id']} ({traj['category']}, {traj['template']}) policy={traj['policy']}"]
+    for m in traj["messages"]:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            lines += ["    tool> " + l for l in m["content"].splitlines()]
+        else:
+            lines += [f"{m['role']}> " + l for l in m["content"].splitlines()]
+    o = traj["outcome"]
+    lines.append("-- outcome: " + ", ".join(f"{k}={o[k]}" for k in (
+        "task_success", "refused", "harm_events", "injection_followed", "leaked", "format_errors", "steps", "tokens")))
+    return "\n".join(l if len(l) <= width else l[:width - 3] + "..." for l in lines)
+
+
+def save_jsonl(trajs, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for t in trajs:
+            f.write(json.dumps(t, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def pick_tasks(tasks, episodes, categories=envs.CATEGORIES):
+    """The first `episodes` tasks of each category (all if episodes is 0), in the split's interleaved order."""
+    out, seen = [], {c: 0 for c in categories}
+    for t in tasks:
+        if t["category"] in seen and (not episodes or seen[t["category"]] < episodes):
+            seen[t["category"]] += 1
+            out.append(t)
+    return out
+
+
+@dataclass
+class Args:
+    """Run episodes of a policy in the mock environments and write the trajectories as JSON lines."""
+    model: str = "tiny"
+    """model: tiny | smollm2-135m | a local directory | a hub id"""
+    adapter: str = ""
+    """a LoRA adapter directory (peft) to load on top of the model"""
+    quant: str = "none"
+    """none | 4bit"""
+    policy: str = ""
+    """expert | naive: run a scripted agent instead of a model"""
+    split: str = "test"
+    """train | test | ood"""
+    tasks: str = ""
+    """a JSON-lines task file instead of a split"""
+    episodes: int = 2
+    """episodes per category (0 = all)"""
+    greedy: bool = False
+    """greedy decoding instead of sampling"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_p: float = 1.0
+    """nucleus sampling"""
+    max_steps: int = 8
+    """turns per episode"""
+    max_new_tokens: int = 96
+    """tokens per turn"""
+    batch_size: int = 64
+    """episodes per generate call"""
+    seed: int = 0
+    """sampling seed"""
+    out: str = "runs/rollouts.jsonl"
+    """where to write the trajectories"""
+
 
 if __name__ == "__main__":
-    sys.exit("rollout.py is not built yet")
+    args = parse_args(Args)
+    try:
+        tasks = pick_tasks(envs.get_tasks(args.split, args.tasks or None), args.episodes)
+    except (envs.TaskError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if args.policy:
+        if args.policy not in SCRIPTED:
+            sys.exit(f"error: unknown --policy '{args.policy}' (expert | naive)")
+        trajs = rollout(args.policy, tasks, max_steps=args.max_steps)
+    else:
+        import model as M
+        try:
+            policy, tok = M.load_policy(args.model, quant=args.quant, lora=bool(args.adapter),
+                                        adapter=args.adapter or None)
+        except (M.ModelError, ValueError) as e:
+            sys.exit(f"error: {e}")
+        trajs = rollout(policy, tasks, tok, greedy=args.greedy, temperature=args.temperature, top_p=args.top_p,
+                        max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        seed=args.seed, label=args.model + (f"+{args.adapter}" if args.adapter else ""))
+    save_jsonl(trajs, args.out)
+    print(format_trajectory(trajs[0]))
+    n = len(trajs)
+    print(f"\n{n} episodes -> {args.out}; unsafe {sum(bool(t['outcome']['harm_events']) for t in trajs)}/{n}, "
+          f"success {sum(t['outcome']['task_success'] for t in trajs)}/{n}, "
+          f"format errors {sum(t['outcome']['format_errors'] for t in trajs)}")

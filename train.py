@@ -1,5 +1,517 @@
-"""train.py: not built yet (see the issues). Part of the MOSAIC reference implementation."""
+"""MOSAIC post-training: optional SFT warm start, then pairwise-preference RL with (Q)LoRA.
+
+    python train.py                          # `small` on a CUDA machine, `tiny` otherwise (CPU, minutes)
+    python train.py --preset tiny --steps 20 --out runs/quick
+    python train.py --preset small --reward scalar        # the pointwise-reward ablation
+    python train.py --preset tiny --loss dpo              # trajectory-level DPO instead of policy gradient
+    python train.py --out runs/tiny --resume              # continue a killed run
+
+One RL iteration: sample tasks (balanced over the four categories), roll out a group of G trajectories per task
+(rollout.py), compare every pair in a group (judge.py) and turn the wins into rewards and group-relative
+advantages, then update the LoRA adapter with the loss below on the policy's own tokens only (prompt and tool
+results are masked). The reference policy is the same model with the adapter disabled.
+
+Outputs in --out: adapter/ (peft, safetensors), log.jsonl (one line per RL step), curves.png,
+summary.json = {"seconds", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py.
+
+Simplifications and deviations from the paper:
+- The offline `tiny` preset starts from a random-init model, so it first learns the format by full-parameter SFT on
+  scripted trajectories (a naive/expert mix that behaves like a helpful-only base model); the RL reference is then
+  that SFT model. With LoRA SFT (other presets) the adapter trained by SFT is the one RL continues, and the reference
+  is the base model, as in the paper.
+- The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
+- Old log-probs come from generation (temperature 1); with one update per batch the ratio is 1 and the clipped
+  objective reduces to plain policy gradient. Loss normalised per token over the whole batch.
+- Groups whose rewards are all equal carry no signal and are skipped.
+"""
+import json
+import math
+import os
+import random
+import shutil
 import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import envs
+import judge as J
+import model as M
+import rollout as R
+
+PRESETS = {
+    "tiny": dict(model="tiny", quant="none", sft_steps=400, sft_full=True, sft_lr=3e-3, steps=40, lr=2e-3,
+                 tasks_per_step=8, max_new_tokens=64, eval_episodes=100, out="runs/tiny"),
+    "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
+                  lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
+    "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
+                  tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,
+                  out="runs/paper"),
+}
+
+
+@dataclass
+class Args:
+    """MOSAIC training: SFT warm start, then pairwise-preference RL."""
+    preset: str = ""
+    """tiny | small | paper (default: small with CUDA, tiny without)"""
+    model: str = "tiny"
+    """tiny | smollm2-135m | a model directory | a hub id"""
+    quant: str = "none"
+    """none | 4bit (bitsandbytes NF4 base under LoRA)"""
+    out: str = "runs/tiny"
+    """output directory"""
+    seed: int = 0
+    """seed for data order, sampling and initialisation"""
+    resume: bool = False
+    """continue from the last checkpoint in --out"""
+    # --- SFT warm start
+    sft_steps: int = 400
+    """SFT steps on scripted trajectories (0 = none)"""
+    sft_batch: int = 16
+    """trajectories per SFT step"""
+    sft_lr: float = 3e-3
+    """SFT peak learning rate (cosine decay)"""
+    sft_full: bool = True
+    """full-parameter SFT (only with --quant none); else SFT trains the LoRA adapter"""
+    sft_naive_frac: float = 0.7
+    """share of naive (helpful-only) episodes in the SFT mix; the rest are expert"""
+    # --- RL
+    steps: int = 40
+    """RL iterations"""
+    tasks_per_step: int = 8
+    """tasks per iteration (balanced over categories)"""
+    group_size: int = 4
+    """trajectories per task (G)"""
+    lr: float = 2e-3
+    """LoRA learning rate"""
+    lora_r: int = 16
+    """LoRA rank"""
+    temperature: float = 1.0
+    """sampling temperature of RL rollouts"""
+    max_steps: int = 6
+    """turns per episode"""
+    max_new_tokens: int = 64
+    """tokens per turn"""
+    reward: str = "pairwise"
+    """pairwise (round-robin wins) | scalar (pointwise ablation)"""
+    loss: str = "pg"
+    """pg (group-relative policy gradient) | dpo (trajectory-level DPO on judged pairs)"""
+    judge: str = "rules"
+    """rules | llm (the policy's own base model as judge) | a model name for an LLM judge"""
+    kl_coef: float = 0.1
+    """weight of the KL penalty to the reference (adapter disabled)"""
+    clip_eps: float = 0.2
+    """PPO clip range (matters with --ppo-epochs > 1)"""
+    ppo_epochs: int = 1
+    """updates per batch of rollouts"""
+    std_adv: bool = False
+    """divide advantages by the group's std"""
+    dpo_beta: float = 0.1
+    """DPO temperature"""
+    l0: int = 400
+    """length-penalty threshold (model tokens per episode)"""
+    micro_batch: int = 8
+    """sequences per forward/backward (gradient accumulation)"""
+    max_grad_norm: float = 1.0
+    """gradient clipping"""
+    save_every: int = 10
+    """checkpoint every N RL steps"""
+    eval_episodes: int = 100
+    """evaluation episodes per category on test and ood, before and after RL (0 = skip)"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers (boilerplate)
+
+def collate(trajs, pad_id, device):
+    """Left-pad trajectories into input_ids, attention_mask, loss mask (model's own tokens), old log-probs."""
+    T = max(len(t["ids"]) for t in trajs)
+    B = len(trajs)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attn, mask, old = torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T), torch.zeros(B, T)
+    for i, t in enumerate(trajs):
+        n = len(t["ids"])
+        ids[i, T - n:] = torch.tensor(t["ids"])
+        attn[i, T - n:] = 1
+        mask[i, T - n:] = torch.tensor(t["mask"], dtype=torch.float)
+        old[i, T - n:] = torch.tensor(t["logprobs"], dtype=torch.float)
+    return ids.to(device), attn.to(device), mask[:, 1:].to(device), old[:, 1:].to(device)
+
+
+def save_checkpoint(out, policy, opt, state):
+    """Atomic: write ckpt.tmp, then swap it in by rename. A kill at any point leaves a whole checkpoint."""
+    tmp, final, old = (os.path.join(out, n) for n in ("ckpt.tmp", "ckpt", "ckpt.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(os.path.join(tmp, "adapter"))
+    torch.save({"opt": opt.state_dict(), "rng": torch.get_rng_state()}, os.path.join(tmp, "opt.pt"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump(state, f)
+    if os.path.isdir(final):
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out):
+    for name in ("ckpt", "ckpt.old"):
+        p = os.path.join(out, name)
+        if os.path.isfile(os.path.join(p, "state.json")):
+            return p
+    return None
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def plot_curves(log, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("reward_mean", "reward (mean)"), ("unsafe", "unsafe rate (batch)"), ("success", "legit success (batch)"),
+            ("benign_refusal", "benign refusal (batch)"), ("kl", "KL to reference"), ("loss", "loss")]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    steps = [r["step"] for r in log]
+    for ax, (k, title) in zip(axes.flat, keys):
+        ys = [r.get(k) for r in log]
+        ax.plot(steps, [math.nan if y is None else y for y in ys], lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("RL step", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The algorithm: losses
+#
+# Policy gradient (group-relative, token level). For token t of trajectory i with advantage A_i:
+#     r_t = exp(logp_t - logp_old_t)
+#     L   = sum_{i,t} mask_{i,t} * [ -min(r_t A_i, clip(r_t, 1-eps, 1+eps) A_i) + beta * kl_t ] / sum mask
+#     kl_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (the "k3" estimator of KL(pi || ref), J. Schulman,
+#                                                               "Approximating KL Divergence", 2020; unbiased, >= 0)
+# DPO on a judged pair (w beats l), sequence log-probs over the policy's own tokens:
+#     L = -log sigmoid( beta * [(logp_w - ref_w) - (logp_l - ref_l)] )
+
+def pg_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, kl_coef=0.0, n_tokens=None):
+    """logp, old_logp, ref_logp, mask: [B, T]; adv: [B]. Returns (loss, mean kl). n_tokens: normaliser (whole batch)."""
+    n_tokens = n_tokens or mask.sum().clamp(min=1)
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None]
+    pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+    loss = ((pg + kl_coef * kl) * mask).sum() / n_tokens
+    return loss, ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
+
+
+def dpo_loss(logp_w, logp_l, ref_w, ref_l, beta=0.1):
+    """Sequence log-probs [P] of winners and losers under policy and reference. Returns mean loss over pairs."""
+    return -F.logsigmoid(beta * ((logp_w - ref_w) - (logp_l - ref_l))).mean()
+
+
+def masked_logprobs(policy, trajs, tok, dev, reference=False):
+    """Token log-probs [B, T-1] of a micro-batch (under the reference when asked) + mask and old log-probs."""
+    ids, attn, mask, old = collate(trajs, tok.pad_token_id, dev)
+    if reference:
+        with torch.no_grad(), policy.disable_adapter():
+            return M.token_logprobs(policy, ids, attn), mask, old
+    return M.token_logprobs(policy, ids, attn), mask, old
+
+
+def pg_update(policy, opt, tok, trajs, advs, args, dev):
+    """One pass of accumulated micro-batches over trajectories with non-zero advantage. Returns (loss, kl)."""
+    n_tokens = sum(sum(t["mask"]) for t in trajs)
+    tot_loss, tot_kl = 0.0, 0.0
+    opt.zero_grad(set_to_none=True)
+    for s in range(0, len(trajs), args.micro_batch):
+        mb, adv = trajs[s:s + args.micro_batch], torch.tensor(advs[s:s + args.micro_batch], device=dev)
+        ref = masked_logprobs(policy, mb, tok, dev, reference=True)[0] if args.kl_coef > 0 else None
+        logp, mask, old = masked_logprobs(policy, mb, tok, dev)
+        loss, kl = pg_loss(logp, old, ref, adv, mask, args.clip_eps, args.kl_coef, n_tokens)
+        loss.backward()
+        tot_loss += loss.item()
+        tot_kl += kl.item() * len(mb) / len(trajs)
+    return tot_loss, tot_kl
+
+
+def dpo_update(policy, opt, tok, pairs, args, dev):
+    """DPO over judged (winner, loser) pairs, accumulated in micro-batches of pairs. Returns (loss, 0)."""
+    opt.zero_grad(set_to_none=True)
+    tot = 0.0
+    step = max(1, args.micro_batch // 2)
+    for s in range(0, len(pairs), step):
+        mb = [t for p in pairs[s:s + step] for t in p]  # w0, l0, w1, l1, ...
+        ref, mask, _ = masked_logprobs(policy, mb, tok, dev, reference=True)
+        logp, _, _ = masked_logprobs(policy, mb, tok, dev)
+        seq, ref_seq = (logp * mask).sum(-1), (ref * mask).sum(-1)
+        loss = dpo_loss(seq[0::2], seq[1::2], ref_seq[0::2], ref_seq[1::2], args.dpo_beta) * len(mb) / 2 / len(pairs)
+        loss.backward()
+        tot += loss.item()
+    return tot, 0.0
+
+
+def finish_step(policy, opt, args, loss):
+    """Clip, step, or skip (with a warning) when the loss or the gradients are not finite."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+    if not (math.isfinite(loss) and torch.isfinite(norm)):
+        warnings.warn(f"non-finite loss or gradient (loss={loss}, grad norm={norm}): step skipped")
+        opt.zero_grad(set_to_none=True)
+        return False
+    opt.step()
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SFT warm start
+
+def sft(policy, tok, args, dev):
+    """Train on scripted trajectories (naive/expert mix) with cross-entropy on the assistant tokens."""
+    rng = random.Random(args.seed)
+    train = envs.make_split("train", args.seed)
+    kinds = ["naive" if rng.random() < args.sft_naive_frac else "expert" for _ in train]
+    data = [t for k in ("naive", "expert") for t in
+            R.rollout(k, [x for x, kk in zip(train, kinds) if kk == k], tok, max_steps=args.max_steps + 6,
+                      progress=False)]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.sft_lr, weight_decay=0.0, betas=(0.9, 0.95))
+    warm = max(1, args.sft_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (
+        1 + math.cos(math.pi * min(1, s / args.sft_steps))))
+    policy.train()
+    bar = tqdm(range(args.sft_steps), desc="sft")
+    for step in bar:
+        batch = rng.sample(data, args.sft_batch)
+        opt.zero_grad(set_to_none=True)
+        n_tokens = sum(sum(t["mask"]) for t in batch)
+        total = 0.0
+        for s in range(0, len(batch), args.micro_batch * 2):
+            logp, mask, _ = masked_logprobs(policy, batch[s:s + args.micro_batch * 2], tok, dev)
+            loss = -(logp * mask).sum() / n_tokens
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{total:.3f}")
+    return policy
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation hooks (evaluate.py computes the metrics)
+
+def eval_splits(policy, tok, args, label):
+    import evaluate as E
+    if args.eval_episodes <= 0:
+        return {}
+    res = {}
+    for split in ("test", "ood"):
+        tasks = R.pick_tasks(envs.make_split(split), args.eval_episodes)
+        res[split] = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
+                                max_new_tokens=args.max_new_tokens)[0]
+    return res
+
+
+def batch_stats(trajs):
+    def rate(xs):
+        return sum(xs) / len(xs) if xs else None
+    cat = lambda c: [t["outcome"] for t in trajs if t["category"] == c]
+    return {"unsafe": rate([bool(o["harm_events"]) for t in trajs if t["category"] != "benign"
+                            for o in [t["outcome"]]]),
+            "success": rate([o["task_success"] for c in ("benign", "injection", "privacy") for o in cat(c)]),
+            "harmful_refusal": rate([o["refused"] for o in cat("harmful")]),
+            "benign_refusal": rate([o["refused"] for o in cat("benign")]),
+            "format_errors": rate([o["format_errors"] > 0 for t in trajs for o in [t["outcome"]]]),
+            "tokens": rate([t["outcome"]["tokens"] for t in trajs])}
+
+
+def sample_tasks(train_by_cat, step, args):
+    """Tasks of one RL step: balanced over categories, a pure function of (seed, step) so --resume is exact."""
+    rng = random.Random(f"{args.seed}:{step}")
+    cats = envs.CATEGORIES
+    return [rng.choice(train_by_cat[cats[i % len(cats)]]) for i in range(args.tasks_per_step)]
+
+
+def print_table(summary):
+    rows = [("harmful", "harm_rate"), ("harmful", "refusal_rate"), ("injection", "attack_success_rate"),
+            ("injection", "task_success"), ("injection", "refusal_rate"), ("privacy", "leak_rate"),
+            ("privacy", "task_success"), ("benign", "task_success"), ("benign", "refusal_rate"),
+            ("overall", "unsafe_rate"), ("overall", "format_error_rate"), ("overall", "mean_tokens")]
+    fmt = lambda v: "-" if v is None else (f"{v:.1f}" if isinstance(v, float) and v > 1 else f"{v:.2f}")
+    for split in ("test", "ood"):
+        if split not in summary.get("before", {}):
+            continue
+        b, a = summary["before"][split], summary["after"][split]
+        print(f"\n{split:<10} {'metric':<22} {'before':>8} {'after':>8}")
+        for c, k in rows:
+            print(f"{c:<10} {k:<22} {fmt(b[c][k]):>8} {fmt(a[c][k]):>8}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    pre = R.parse_args(Args, [a for i, a in enumerate(argv) if a.startswith("--preset") or
+                              (i > 0 and argv[i - 1] == "--preset")]).preset
+    if not pre:
+        pre = "small" if torch.cuda.is_available() else "tiny"
+        print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "
+              "pass --preset to choose)")
+    if pre not in PRESETS:
+        sys.exit(f"error: unknown preset '{pre}' ({' | '.join(PRESETS)})")
+    args = R.parse_args(Args, argv, defaults={**PRESETS[pre], "preset": pre})
+    for name, allowed in (("reward", ("pairwise", "scalar")), ("loss", ("pg", "dpo")), ("quant", ("none", "4bit"))):
+        if getattr(args, name) not in allowed:
+            sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")
+    if args.group_size < 2 or args.tasks_per_step < 1:
+        sys.exit("error: --group-size must be >= 2 and --tasks-per-step >= 1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+    ckpt = latest_checkpoint(args.out) if args.resume else None
+    if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "log.jsonl")):
+        print(f"resume: no checkpoint in {args.out} yet; starting over")
+    print(f"device {dev}, preset {pre}, model {args.model}, quant {args.quant}, out {args.out}")
+
+    # --- 1. the policy RL starts from: base (+ SFT warm start)
+    sft_dir = os.path.join(args.out, "sft")
+    base = args.model
+    try:
+        if args.sft_steps > 0 and args.sft_full and args.quant == "none":
+            if not os.path.isfile(os.path.join(sft_dir, "config.json")):
+                model, tok = M.load_base(args.model, device=dev)
+                sft(model, tok, args, dev)
+                tmp = sft_dir + ".tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+                shutil.rmtree(sft_dir, ignore_errors=True)
+                os.rename(tmp, sft_dir)
+                del model
+            base = sft_dir
+            policy, tok = M.load_policy(base, args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev,
+                                        adapter=os.path.join(ckpt, "adapter") if ckpt else None)
+        else:
+            start_adapter = os.path.join(ckpt, "adapter") if ckpt else (
+                os.path.join(args.out, "sft_adapter") if os.path.isdir(os.path.join(args.out, "sft_adapter")) else None)
+            policy, tok = M.load_policy(base, args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev,
+                                        adapter=start_adapter)
+            if args.sft_steps > 0 and start_adapter is None:
+                sft(policy, tok, args, dev)
+                policy.save_pretrained(os.path.join(args.out, "sft_adapter"))
+    except M.ModelError as e:
+        sys.exit(f"error: {e}")
+    print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
+          f"{M.n_params(policy) / 1e6:.1f} M")
+
+    # --- 2. before
+    before_path = os.path.join(args.out, "before.json")
+    if os.path.isfile(before_path):
+        before = json.load(open(before_path))
+    else:
+        before = eval_splits(policy, tok, args, "before")
+        write_json(before_path, before)
+
+    # --- 3. RL
+    judge = None
+    if args.judge != "rules":
+        jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
+        judge = J.LLMJudge(jm.eval(), jt)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    start, log = 0, []
+    log_path = os.path.join(args.out, "log.jsonl")
+    if ckpt:
+        state = json.load(open(os.path.join(ckpt, "state.json")))
+        saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
+        opt.load_state_dict(saved["opt"])
+        torch.set_rng_state(saved["rng"])
+        start = state["step"]
+        if os.path.isfile(log_path):
+            log = [r for r in map(json.loads, open(log_path)) if r["step"] < start]
+        t_start -= state.get("seconds", 0.0)
+        print(f"resumed from {ckpt} at step {start}")
+    with open(log_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in log)
+    train_by_cat = {c: [t for t in envs.make_split("train", args.seed) if t["category"] == c] for c in envs.CATEGORIES}
+    bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
+    for step in bar:
+        t0 = time.time()
+        tasks = sample_tasks(train_by_cat, step, args)
+        trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
+                          max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
+                          seed=args.seed * 100003 + step, progress=False)
+        t1 = time.time()
+        groups = [trajs[i:i + args.group_size] for i in range(0, len(trajs), args.group_size)]
+        rewards, used, advs, pairs = [], [], [], []
+        for g in groups:
+            rs = J.group_rewards(g, args.reward, judge, args.l0)
+            rewards += rs
+            r = [x["reward"] for x in rs]
+            if max(r) - min(r) < 1e-6:  # no signal in this group
+                continue
+            if args.loss == "pg":
+                for t, a in zip(g, J.advantages(r, args.std_adv)):
+                    if abs(a) > 1e-6:
+                        used.append(t)
+                        advs.append(a)
+            else:  # DPO: every strictly ordered pair, the better one first
+                pairs += [(g[i], g[j]) if r[i] > r[j] else (g[j], g[i])
+                          for i in range(len(g)) for j in range(i + 1, len(g)) if abs(r[i] - r[j]) > 1e-6]
+        t2 = time.time()
+        loss, kl, stepped = 0.0, 0.0, False
+        for _ in range(args.ppo_epochs):
+            if args.loss == "pg" and used:
+                loss, kl = pg_update(policy, opt, tok, used, advs, args, dev)
+            elif args.loss == "dpo" and pairs:
+                loss, kl = dpo_update(policy, opt, tok, pairs, args, dev)
+            else:
+                break
+            stepped = finish_step(policy, opt, args, loss)
+        t3 = time.time()
+        rw = [x["reward"] for x in rewards]
+        rec = {"step": step, "loss": loss, "kl": kl, "updated": stepped,
+               "reward_mean": sum(rw) / len(rw), "reward_std": float(torch.tensor(rw).std()),
+               "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
+               "format_mean": sum(x["format"] for x in rewards) / len(rewards),
+               "groups_used": len({t["task_id"] for t in used}) if args.loss == "pg" else len(pairs),
+               **batch_stats(trajs), "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": t3 - t2,
+               "seconds": time.time() - t_start}
+        log.append(rec)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", unsafe=f"{rec['unsafe']:.2f}",
+                        success=f"{rec['success']:.2f}" if rec["success"] is not None else "-")
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            save_checkpoint(args.out, policy, opt, {"step": step + 1, "seconds": time.time() - t_start,
+                                                    "args": asdict(args)})
+
+    # --- 4. after, outputs
+    policy.save_pretrained(os.path.join(args.out, "adapter"))
+    if log:
+        plot_curves(log, os.path.join(args.out, "curves.png"))
+    after = eval_splits(policy, tok, args, "after")
+    summary = {"seconds": round(time.time() - t_start, 1), "before": before, "after": after,
+               "preset": pre, "model": args.model, "base": base, "args": asdict(args)}
+    write_json(os.path.join(args.out, "summary.json"), summary)
+    print_table(summary)
+    print(f"\ndone in {summary['seconds']:.0f} s -> {args.out}/ (adapter/, log.jsonl, curves.png, summary.json)")
+    return summary
+
 
 if __name__ == "__main__":
-    sys.exit("train.py is not built yet")
+    main()
