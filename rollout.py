@@ -74,17 +74,22 @@ def encode(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def _delta_text(tok, messages, ended_with_eos):
+def _delta_text(tok, messages, end_text):
     """Template text that follows the last assistant turn's tokens: its closing, the new tool message, and the next
     assistant header. `messages` ends with [assistant, tool]."""
     before = render(tok, messages[:-1], False)
     after = render(tok, messages, True)
-    content = messages[-2]["content"].strip()
-    i = before.rfind(content) if content else -1
-    tail = before[i + len(content):] if i >= 0 else ""
-    eos = tok.eos_token or ""
-    if ended_with_eos and tail.startswith(eos):
-        tail = tail[len(eos):]
+    content, tail = messages[-2]["content"], None
+    head = render(tok, messages[:-2], True)  # the prompt the turn was generated after
+    if before.startswith(head):  # the turn as the template wrote it (as is, or trimmed), then its closing
+        rest = before[len(head):]
+        tail = next((rest[len(c):] for c in (content, content.strip()) if rest.startswith(c)), None)
+    if tail is None:  # the template rewrote the turn: find the text it kept
+        content = content.strip()
+        i = before.rfind(content) if content else -1
+        tail = before[i + len(content):] if i >= 0 else ""
+    if end_text and tail.startswith(end_text):  # the end-of-turn token the model wrote is already in the ids
+        tail = tail[len(end_text):]
     if after.startswith(before):
         return tail + after[len(before):]
     j = after.rfind(messages[-1]["content"])  # template rewrote history: fall back to the last message's frame
@@ -105,11 +110,12 @@ class Episode:
             self.ids = encode(tok, render(tok, self.messages, True))
             self.mask, self.logprobs = [0] * len(self.ids), [0.0] * len(self.ids)
 
-    def add_turn(self, tok, text, gen_ids=None, gen_logprobs=None, ended_with_eos=True):
+    def add_turn(self, tok, text, gen_ids=None, gen_logprobs=None, end_text=None):
         """Record one assistant turn, step the environment, append the tool result's tokens."""
         if tok is not None:
             if gen_ids is None:  # a scripted turn: the tokens a model would have written, then end-of-turn
                 gen_ids = encode(tok, text) + [tok.eos_token_id]
+                end_text = tok.eos_token
                 gen_logprobs = [0.0] * len(gen_ids)
             self.ids += gen_ids
             self.mask += [1] * len(gen_ids)
@@ -121,7 +127,7 @@ class Episode:
         if not done:
             self.messages.append({"role": "tool", "content": obs})
             if tok is not None:
-                d = encode(tok, _delta_text(tok, self.messages, ended_with_eos))
+                d = encode(tok, _delta_text(tok, self.messages, end_text))
                 self.ids += d
                 self.mask += [0] * len(d)
                 self.logprobs += [0.0] * len(d)
@@ -139,8 +145,11 @@ class Episode:
 
 @torch.no_grad()
 def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
-    """One left-padded generate call for a list of episodes: returns (text, ids, logprobs, ended_with_eos) each."""
+    """One left-padded generate call for a list of episodes: returns (text, ids, logprobs, end token text) each.
+    A turn ends at the tokenizer's eos or any end token of the model's generation config (e.g. Llama 3's eot)."""
     pad = tok.pad_token_id
+    cfg_eos = getattr(model.generation_config, "eos_token_id", None)
+    ends = {tok.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None}
     T = max(len(e.ids) for e in batch)
     dev = model.device
     input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
@@ -150,7 +159,7 @@ def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
         attn[i, T - len(e.ids):] = 1
     kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     out = model.generate(input_ids=input_ids.to(dev), attention_mask=attn.to(dev), max_new_tokens=max_new_tokens,
-                         pad_token_id=pad, eos_token_id=tok.eos_token_id, return_dict_in_generate=True,
+                         pad_token_id=pad, eos_token_id=list(ends), return_dict_in_generate=True,
                          output_logits=True, use_cache=True, **kw)
     gen = out.sequences[:, T:]
     lp = torch.stack([l.float().log_softmax(-1).gather(-1, gen[:, t:t + 1])[:, 0]
@@ -159,9 +168,10 @@ def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
     results = []
     for i in range(len(batch)):
         row = gen[i].tolist()
-        n = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+        n = next((k + 1 for k, x in enumerate(row) if x in ends), len(row))
         text = tok.decode(row[:n], skip_special_tokens=True)
-        results.append((text, row[:n], lp[i, :n].tolist(), tok.eos_token_id in row))
+        end = tok.convert_ids_to_tokens(row[n - 1]) if row and row[n - 1] in ends else None
+        results.append((text, row[:n], lp[i, :n].tolist(), end))
     return results
 
 
@@ -198,9 +208,9 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
             live = sorted([e for e in live if not e.env.done], key=lambda e: len(e.ids))
             for s in range(0, len(live), batch_size):
                 chunk = live[s:s + batch_size]
-                for e, (text, ids, lps, eos) in zip(chunk, _generate(policy, tok, chunk, greedy, temperature, top_p,
+                for e, (text, ids, lps, end) in zip(chunk, _generate(policy, tok, chunk, greedy, temperature, top_p,
                                                                       max_new_tokens)):
-                    e.add_turn(tok, text, ids, lps, eos)
+                    e.add_turn(tok, text, ids, lps, end)
         bar.update(sum(e.env.done for e in eps) - bar.n)
     bar.close()
     if not scripted and was_training:

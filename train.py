@@ -484,7 +484,7 @@ def main(argv=None):
             stepped = finish_step(policy, opt, args, loss)
         t3 = time.time()
         rw = [x["reward"] for x in rewards]
-        rec = {"step": step, "loss": loss, "kl": kl, "updated": stepped,
+        rec = {"step": step, "task_ids": [t["id"] for t in tasks], "loss": loss, "kl": kl, "updated": stepped,
                "reward_mean": sum(rw) / len(rw), "reward_std": float(torch.tensor(rw).std()),
                "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
                "format_mean": sum(x["format"] for x in rewards) / len(rewards),

@@ -1,0 +1,637 @@
+"""Speed and memory of MOSAIC's pieces on this machine. Every comparison is a ratio of two things measured side by
+side in the same run (interleaved, several repeats, the median reported), so a busy machine slows both sides alike.
+
+    python bench.py --out runs/bench.json                # CPU: tiny and SmolLM2-135M (roughly 15-25 min on 2 cores)
+    python bench.py --no-smollm2 --out runs/bench.json   # tiny only (a few minutes)
+    python bench.py --quick --no-smollm2 --out /tmp/b.json  # smoke test (~30 s; sizes too small to mean much)
+    python bench.py --gpu --out runs/bench_gpu.json      # CUDA only: the Qwen2.5-7B shape in 4-bit, train.py small
+
+What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both with LoRA):
+1. Rollout overhead. The first --loop-turns turns of --episodes episodes through the real loop (rollout.Episode
+   renders the prompt; rollout._generate; Episode.add_turn parses, steps the environment and renders the tool
+   result) against bare `model.generate` on the very prompts the loop generated from, with the same batches and the
+   same number of new tokens (greedy; eos is held off until exactly --new-tokens, on both sides).
+   loop_vs_generate = loop tokens/s / bare tokens/s. Target: >= 0.85.
+2. Batching. rollout.rollout of --episodes full episodes (greedy) with batch_size=episodes against batch_size=1.
+   batched_speedup = episodes/s batched / episodes/s one at a time. Target: >= 4 for tiny.
+3. A training step: train.pg_update + train.finish_step (forward, reference forward for the KL, backward, clip,
+   AdamW) on --group-size x --train-tasks scripted trajectories (rollout.rollout("expert"), random advantages),
+   fp32 LoRA against 4-bit NF4 QLoRA. Each configuration runs in a fresh process: peak resident memory (VmHWM, reset
+   after loading) and its growth over the loaded model.
+4. An RL iteration of tiny, split like train.py's log (t_rollout / t_judge / t_update): sampled rollout of the group,
+   judge.group_rewards + judge.advantages, pg_update + finish_step (every trajectory updated, as if every group
+   carried signal; train.py skips groups without one, so its update share is at most this).
+5. A profile (torch.profiler) of one rollout of the RL batch and one update of tiny: the top ops by self CPU time,
+   and the time in the loop's own phases (generate, render+parse+env).
+
+GPU (--gpu, needs CUDA): a random-init model with the Qwen2.5-7B configuration, its linear layers in 4-bit NF4 (built
+layer by layer, so the bf16 model never exists whole), prepared and wrapped with LoRA as model.load_policy does:
+peak GPU memory (torch.cuda.max_memory_allocated) of one RL step (pg_update + finish_step, a group of --gpu-group
+sequences of --gpu-seq-len tokens, the paper preset's micro-batch and KL) and of generating a group of
+--gpu-new-tokens tokens after a prompt that fills the context to --gpu-seq-len; then `train.py --preset small` with
+--gpu-train-args as a subprocess: seconds per RL iteration and rollout tokens/s from its log.jsonl, before/after
+metrics from its summary.json. About 5-8 minutes on one H100.
+
+JSON (--out): {"loop_vs_generate": tiny's ratio, "batched_speedup": tiny's ratio, "targets": {...}, "machine",
+"args", "models": {"tiny": {"params", "loop_vs_generate": {...}, "batching": {...}, "train_step": {"none": {...},
+"4bit": {...}}}, "smollm2-135m": {... or "skipped"}}, "rl_iteration": {...}, "profile_top": {"rollout": [...],
+"update": [...], "phases": {...}}, "seconds"}; with --gpu: {"gpu": {"device", "qwen2.5-7b-nf4-lora": {...},
+"train_small": {...}}, "machine", "args", "seconds"}.
+
+Simplifications: the tiny model is random-init unless --tiny-model names a trained one (runs/tiny/sft), so its turns
+never end early; training-step trajectories are scripted, with random advantages; torch keeps its default number
+of threads (the machine's cores); peak memory is resident set size, Linux only (None elsewhere).
+
+What the profile showed (tiny, 2 cores) and what it led to: see `profile_top` in the JSON; the findings and fixes are
+written down in README.md's benchmark section.
+"""
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from types import SimpleNamespace
+
+import torch
+
+import envs
+import judge as J
+import model as M
+import rollout as R
+import train as T
+
+
+@dataclass
+class Args:
+    """Speed and memory of MOSAIC's pieces: ratios measured side by side in one run (see the module docstring)."""
+    out: str = "runs/bench.json"
+    """where to write the JSON report"""
+    quick: bool = False
+    """a smoke test: tiny sizes, one or two repeats (~30 s); explicit flags still win"""
+    tiny_model: str = "tiny"
+    """the tiny policy: tiny (random init: every turn runs to --new-tokens) or a model directory (runs/tiny/sft)"""
+    smollm2: bool = True
+    """also measure SmolLM2-135M-Instruct (--no-smollm2 skips it)"""
+    episodes: int = 16
+    """episodes in the loop-vs-generate and batching comparisons (tiny)"""
+    new_tokens: int = 64
+    """tokens per turn (the tiny preset's); loop-vs-generate forces every turn to exactly this length"""
+    loop_turns: int = 2
+    """turns of the rollout loop timed against bare generate"""
+    max_steps: int = 6
+    """turns per episode in the batching comparison and the RL iteration (train.py's default)"""
+    repeats: int = 5
+    """repeats of each tiny measurement (medians are reported)"""
+    train_tasks: int = 8
+    """tasks in the training step and the RL iteration"""
+    group_size: int = 4
+    """trajectories per task (G)"""
+    train_max_tokens: int = 0
+    """keep only each trajectory's last N tokens in the training step (0 = whole trajectories)"""
+    smollm2_episodes: int = 8
+    """episodes in the smollm2 comparisons (its prompts are ~450 tokens: prefill alone takes seconds on a CPU)"""
+    smollm2_repeats: int = 1
+    """repeats of each smollm2 measurement (its 4 x 8 training step takes minutes on 2 cores)"""
+    gpu: bool = False
+    """run the GPU measurements instead (needs CUDA)"""
+    gpu_seq_len: int = 2048
+    """tokens per sequence in the 7B-shape RL step and context reached by the generated group"""
+    gpu_group: int = 4
+    """sequences in the 7B-shape RL step and the generated group"""
+    gpu_new_tokens: int = 256
+    """tokens generated per sequence of the group"""
+    gpu_train_args: str = "--steps 6 --eval-episodes 10"
+    """flags for the `train.py --preset small` run ('' skips it)"""
+    gpu_timeout: int = 420
+    """seconds before the train.py run is stopped (what its log holds by then is still reported)"""
+
+
+QUICK = dict(episodes=4, new_tokens=8, loop_turns=1, max_steps=2, repeats=2, train_tasks=2, group_size=2,
+             train_max_tokens=128, smollm2_episodes=2, gpu_seq_len=256, gpu_new_tokens=16,
+             gpu_train_args="--steps 2 --sft-steps 4 --eval-episodes 2", gpu_timeout=300)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Boilerplate: clocks, memory, formatting
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def _status_mb(field):
+    """A field of /proc/self/status (VmRSS: resident now, VmHWM: its peak) in MiB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+
+
+def reset_peak_rss():
+    """Make VmHWM restart from the current resident size (Linux: write 5 to clear_refs)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def r2(x, nd=3):
+    return None if x is None else round(x, nd)
+
+
+def machine():
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    import transformers
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+@contextlib.contextmanager
+def fixed_turn_length(policy, n):
+    """Every generate call on `policy` makes exactly n new tokens (eos suppressed until then, max n)."""
+    cfg = policy.generation_config
+    saved = cfg.min_new_tokens
+    cfg.min_new_tokens = n
+    try:
+        yield
+    finally:
+        cfg.min_new_tokens = saved
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Rollout overhead: the loop against bare generate on the same prompts
+
+def loop_turns(policy, tok, tasks, turns, new_tokens):
+    """The first `turns` turns of the rollout loop over fresh episodes of `tasks` (greedy).
+    Returns (seconds, model tokens, seconds inside rollout._generate, the batches of prompts it generated from)."""
+    t0 = time.perf_counter()
+    with torch.profiler.record_function("render+parse+env"):
+        eps = [R.Episode(t, tok, max_steps=turns + 1) for t in tasks]
+    batches, n, t_gen = [], 0, 0.0
+    for _ in range(turns):
+        live = sorted([e for e in eps if not e.env.done], key=lambda e: len(e.ids))  # as rollout.rollout does
+        if not live:
+            break
+        batches.append([list(e.ids) for e in live])
+        t1 = time.perf_counter()
+        with torch.profiler.record_function("generate"):
+            outs = R._generate(policy, tok, live, True, 1.0, 1.0, new_tokens)
+        t_gen += time.perf_counter() - t1
+        with torch.profiler.record_function("render+parse+env"):
+            for e, out in zip(live, outs):
+                e.add_turn(tok, *out)
+                n += len(out[1])
+    return time.perf_counter() - t0, n, t_gen, batches
+
+
+@torch.no_grad()
+def bare_generate(policy, tok, batches, new_tokens):
+    """Plain left-padded `generate` on each batch of prompts. Returns (seconds, new tokens)."""
+    t0, n = time.perf_counter(), 0
+    for prompts in batches:
+        L = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), L), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(prompts), L), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, L - len(p):], attn[i, L - len(p):] = torch.tensor(p), 1
+        out = policy.generate(input_ids=ids.to(policy.device), attention_mask=attn.to(policy.device),
+                              max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+        n += (out.shape[1] - L) * len(prompts)
+    return time.perf_counter() - t0, n
+
+
+def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
+    policy.eval()
+    _, _, _, batches = loop_turns(policy, tok, tasks[:1], 1, 2)  # warm-up (first calls pay one-time costs)
+    bare_generate(policy, tok, batches, 2)
+    with fixed_turn_length(policy, new_tokens):
+        rows = []
+        for r in range(repeats):  # interleaved, the order alternating, so drift in machine load hits both sides
+            if r % 2:
+                bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
+            loop_s, loop_n, gen_s, batches = loop_turns(policy, tok, tasks, turns, new_tokens)
+            if r % 2 == 0:
+                bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
+            rows.append(dict(loop_s=loop_s, bare_s=bare_s, gen_s=gen_s, loop_tok_s=loop_n / loop_s,
+                             bare_tok_s=bare_n / bare_s, ratio=(loop_n / loop_s) / (bare_n / bare_s)))
+    med = {k: median([x[k] for x in rows]) for k in rows[0]}
+    return {"ratio": r2(med["ratio"]), "loop_tokens_per_s": r2(med["loop_tok_s"], 1),
+            "bare_tokens_per_s": r2(med["bare_tok_s"], 1), "loop_s": r2(med["loop_s"]), "bare_s": r2(med["bare_s"]),
+            # where the loop's extra time goes: inside rollout._generate (log-probs of the output logits, decoding)
+            # or outside it (chat template rendering, tokenizing, parsing, environment steps)
+            "in_generate_s": r2(med["gen_s"]), "outside_generate_s": r2(med["loop_s"] - med["gen_s"]),
+            "episodes": len(tasks), "turns": turns, "new_tokens": new_tokens, "repeats": repeats,
+            "ratios": [r2(x["ratio"]) for x in rows]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Batching: all episodes in one batch against one episode at a time
+
+def batching(policy, tok, tasks, max_steps, new_tokens, repeats):
+    runs = {len(tasks): [], 1: []}
+    for r in range(repeats):
+        for bs in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            t0 = time.perf_counter()
+            trajs = R.rollout(policy, tasks, tok, greedy=True, max_steps=max_steps, max_new_tokens=new_tokens,
+                              batch_size=bs, progress=False)
+            dt = time.perf_counter() - t0
+            runs[bs].append((dt, sum(t["outcome"]["tokens"] for t in trajs)))
+    (big, b), (_, one) = runs.items()
+    eps = lambda rs: len(tasks) / median([dt for dt, _ in rs])
+    toks = lambda rs: median([n / dt for dt, n in rs])
+    speedups = [(len(tasks) / x[0]) / (len(tasks) / y[0]) for x, y in zip(b, one)]
+    return {"speedup": r2(median(speedups)), "episodes_per_s_batched": r2(eps(b)), "episodes_per_s_one": r2(eps(one)),
+            "tokens_per_s_batched": r2(toks(b), 1), "tokens_per_s_one": r2(toks(one), 1), "batch_size": big,
+            "max_steps": max_steps, "new_tokens": new_tokens, "repeats": repeats,
+            "speedups": [r2(s) for s in speedups]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. A training step, each configuration in a fresh process (peaks of different configurations never mix)
+
+def scripted_batch(tok, n_tasks, group, max_tokens=0, seed=0):
+    """group x n_tasks expert trajectories of train tasks (with token ids), random advantages."""
+    tasks = envs.make_split("train", seed)[:n_tasks]
+    trajs = R.rollout("expert", tasks, tok, group_size=group, progress=False)
+    if max_tokens:
+        trajs = [{**t, **{k: t[k][-max_tokens:] for k in ("ids", "mask", "logprobs")}} for t in trajs]
+    g = torch.Generator().manual_seed(seed)
+    return trajs, torch.randn(len(trajs), generator=g).tolist()
+
+
+def train_step_worker(name, quant, n_tasks, group, max_tokens, repeats):
+    """Runs in a spawned process: load, one step (it allocates gradients and AdamW state), then `repeats` more."""
+    rss_start = _status_mb("VmRSS")
+    policy, tok = M.load_policy(name, quant=quant, lora=True, device="cpu")
+    targs = T.Args()  # micro_batch, kl_coef, clip_eps, max_grad_norm as train.py uses them
+    trajs, advs = scripted_batch(tok, n_tasks, group, max_tokens)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    rss_loaded = _status_mb("VmRSS")
+    reset_peak_rss()
+    times = []
+    for _ in range(1 + repeats):
+        t0 = time.perf_counter()
+        loss, _ = T.pg_update(policy, opt, tok, trajs, advs, targs, "cpu")
+        T.finish_step(policy, opt, targs, loss)
+        times.append(time.perf_counter() - t0)
+    peak = _status_mb("VmHWM")
+    return {"step_s": r2(median(times[1:]) if repeats else times[0]), "first_step_s": r2(times[0]),
+            "trajectories": len(trajs), "tokens": sum(len(t["ids"]) for t in trajs),
+            "own_tokens": sum(sum(t["mask"]) for t in trajs), "micro_batch": targs.micro_batch,
+            "kl_coef": targs.kl_coef, "trainable_params": M.n_params(policy, trainable=True),
+            "rss_start_mb": r2(rss_start, 1), "rss_loaded_mb": r2(rss_loaded, 1), "peak_rss_mb": r2(peak, 1),
+            "step_extra_mb": r2(peak - rss_loaded, 1) if peak and rss_loaded else None, "repeats": repeats}
+
+
+def train_step(name, quant, args, repeats):
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(train_step_worker, name, quant, args.train_tasks, args.group_size, args.train_max_tokens,
+                           repeats).result()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. An RL iteration split into rollout / judge / update, the way train.py's loop does it
+
+def rl_settings(args):
+    """train.py's settings for the tiny preset, with this benchmark's sizes."""
+    return T.Args(**{**T.PRESETS["tiny"], "tasks_per_step": args.train_tasks, "group_size": args.group_size,
+                     "max_steps": args.max_steps, "max_new_tokens": args.new_tokens})
+
+
+def rl_iteration(policy, tok, targs, opt, step=0, profiler=None):
+    by_cat = {c: [t for t in envs.make_split("train") if t["category"] == c] for c in envs.CATEGORIES}
+    t0 = time.perf_counter()
+    trajs = R.rollout(policy, T.sample_tasks(by_cat, step, targs), tok, group_size=targs.group_size,
+                      temperature=targs.temperature, max_steps=targs.max_steps, max_new_tokens=targs.max_new_tokens,
+                      seed=step, progress=False)
+    t1 = time.perf_counter()
+    advs = []
+    for s in range(0, len(trajs), targs.group_size):
+        rs = J.group_rewards(trajs[s:s + targs.group_size], targs.reward, None, targs.l0)
+        advs += J.advantages([x["reward"] for x in rs], targs.std_adv)
+    t2 = time.perf_counter()
+    policy.train()
+    with profiler or contextlib.nullcontext():
+        with torch.profiler.record_function("pg_update"):
+            loss, _ = T.pg_update(policy, opt, tok, trajs, advs, targs, policy.device)
+        with torch.profiler.record_function("finish_step"):
+            T.finish_step(policy, opt, targs, loss)
+    t3 = time.perf_counter()
+    return {"rollout": t1 - t0, "judge": t2 - t1, "update": t3 - t2,
+            "tokens": sum(t["outcome"]["tokens"] for t in trajs)}
+
+
+def rl_shares(policy, tok, args):
+    targs = rl_settings(args)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
+    rows = [rl_iteration(policy, tok, targs, opt, step) for step in range(args.repeats)]
+    med = {k: median([r[k] for r in rows]) for k in rows[0]}
+    total = med["rollout"] + med["judge"] + med["update"]
+    return {"seconds": r2(total), **{f"t_{k}": r2(med[k]) for k in ("rollout", "judge", "update")},
+            "shares": {k: r2(med[k] / total) for k in ("rollout", "judge", "update")},
+            "rollout_tokens_per_s": r2(med["tokens"] / med["rollout"], 1),
+            "trajectories": args.train_tasks * args.group_size, "max_steps": args.max_steps,
+            "new_tokens": args.new_tokens, "repeats": args.repeats}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. Profile: top ops by self CPU time in a rollout and in an update
+
+def top_ops(prof, n=12):
+    ev = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in ev)
+    ev.sort(key=lambda e: -e.self_cpu_time_total)
+    return [{"op": e.key, "self_ms": r2(e.self_cpu_time_total / 1e3, 1), "share": r2(e.self_cpu_time_total / total),
+             "calls": e.count} for e in ev[:n]]
+
+
+def profile(policy, tok, args):
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks * args.group_size]
+    policy.eval()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as p_roll:
+        loop_turns(policy, tok, tasks, args.max_steps, args.new_tokens)
+    p_upd = torch_profile(activities=[ProfilerActivity.CPU])
+    targs = rl_settings(args)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
+    rl_iteration(policy, tok, targs, opt, step=0, profiler=p_upd)
+    phases = {e.key: r2(e.cpu_time_total / 1e3, 1) for e in p_roll.key_averages()
+              if e.key in ("generate", "render+parse+env")}
+    phases |= {e.key: r2(e.cpu_time_total / 1e3, 1) for e in p_upd.key_averages()
+               if e.key in ("pg_update", "finish_step")}
+    return {"rollout": top_ops(p_roll), "update": top_ops(p_upd), "phases_ms": phases,
+            "rollout_episodes": len(tasks), "turns": args.max_steps}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU: the Qwen2.5-7B shape in 4-bit NF4 with LoRA (random weights), and train.py --preset small
+
+QWEN25_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1e6,
+                 rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False)
+
+
+def random_4bit_model(config, device, dtype):
+    """A random-init causal LM of `config` whose linear layers (all but the LM head, as transformers quantizes) are
+    bitsandbytes 4-bit NF4. Built on the meta device, then one layer at a time: only one full-precision weight
+    matrix exists at once, so a 7B shape needs ~5 GB, not the 15 GB of its bf16 weights."""
+    import bitsandbytes as bnb
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():  # parameters on the meta device; buffers (rotary frequencies) real, on the CPU
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    std, head = config.initializer_range, model.get_output_embeddings()
+    for name, lin in list(model.named_modules()):
+        if type(lin) is not torch.nn.Linear or lin is head:
+            continue
+        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=dtype,
+                              compress_statistics=True, quant_type="nf4", device="meta")
+        w = torch.empty(lin.out_features, lin.in_features, dtype=dtype, device=device).normal_(0, std)
+        q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
+                                     module=q).to(device)  # .to quantizes
+        if lin.bias is not None:
+            q.bias = torch.nn.Parameter(torch.zeros(lin.out_features, dtype=dtype, device=device), requires_grad=False)
+        model.set_submodule(name, q)
+    for m in model.modules():  # what is left: embeddings, norms, LM head (meta parameters), buffers (CPU)
+        for k, p in list(m._parameters.items()):
+            if p is not None and p.is_meta:
+                t = torch.empty_like(p, device=device)
+                t.normal_(0, std) if p.ndim > 1 else t.fill_(1.0)
+                m._parameters[k] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
+        for k, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[k] = b.to(device)
+    model.is_loaded_in_4bit = True  # what transformers' bitsandbytes loader sets; peft reads it
+    model.generation_config.pad_token_id = 0
+    return M._guard_4bit_cpu(model) if torch.device(device).type == "cpu" else model
+
+
+def with_lora(model, r=16):
+    """As model.load_policy(quant="4bit") does: prepare for k-bit training, LoRA on all linear layers."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    with M._quiet():
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+        return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0,
+                                                task_type="CAUSAL_LM"))
+
+
+def qlora_memory(config, device, seq_len, group, new_tokens, micro_batches=(1, 2)):
+    """Peak memory and time of one RL step (pg_update + finish_step on `group` synthetic trajectories of seq_len
+    tokens, half of them the model's own) per micro-batch size, and of generating a group of new_tokens tokens
+    after a prompt of seq_len - new_tokens. Memory figures are None off CUDA."""
+    cuda = torch.device(device).type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+
+    def mem(fn):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        # allocated: what tensors held at the peak; reserved: what the caching allocator took from the card
+        return (time.perf_counter() - t0, {"peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30),
+                                           "reserved_gib": r2(torch.cuda.max_memory_reserved() / 2**30)} if cuda
+                else {"peak_gib": None})
+
+    t0 = time.perf_counter()
+    model = with_lora(random_4bit_model(config, device, dtype))
+    out = {"build_s": r2(time.perf_counter() - t0, 1), "seq_len": seq_len, "group": group,
+           "weights_gib": r2(torch.cuda.memory_allocated() / 2**30) if cuda else None,
+           "trainable_params": M.n_params(model, trainable=True)}
+    V, g = config.vocab_size, torch.Generator().manual_seed(0)
+    own = seq_len // 2
+    trajs = [{"ids": torch.randint(1, V, (seq_len,), generator=g).tolist(), "mask": [0] * (seq_len - own) + [1] * own,
+              "logprobs": [0.0] * (seq_len - own) + [-math.log(V)] * own} for _ in range(group)]
+    advs = torch.randn(group, generator=g).tolist()
+    tok = SimpleNamespace(pad_token_id=0)
+    targs = T.Args(**T.PRESETS["paper"])  # kl_coef (reference forward) and micro-batch of the paper preset
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
+    model.train()
+    for mb in sorted(set(micro_batches) | {targs.micro_batch}):
+        targs.micro_batch = mb
+
+        def step():
+            loss, _ = T.pg_update(model, opt, tok, trajs, advs, targs, device)
+            T.finish_step(model, opt, targs, loss)
+        s, peak = mem(step)  # the first step also allocates AdamW's state: the real peak
+        s2, _ = mem(step)
+        out[f"rl_step_micro_batch_{mb}"] = {**peak, "first_s": r2(s, 2), "s": r2(s2, 2), "kl_coef": targs.kl_coef}
+    model.eval()
+    prompt = torch.randint(1, V, (group, seq_len - new_tokens), generator=g).to(device)
+
+    @torch.no_grad()
+    def gen():  # the arguments rollout._generate passes (sampling, all logits returned for the log-probs)
+        model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                       pad_token_id=0, return_dict_in_generate=True, output_logits=True, use_cache=True)
+    s, peak = mem(gen)
+    out["generate_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
+                             "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
+    return out
+
+
+def train_small(flags, timeout):
+    """`train.py --preset small FLAGS` in a subprocess: seconds per RL iteration, rollout tokens/s, before/after."""
+    out_dir = tempfile.mkdtemp(prefix="bench-small-")
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"), "--preset", "small",
+           "--out", out_dir] + flags.split()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
+    except subprocess.TimeoutExpired as e:  # its captured output comes back as bytes
+        rc, tail = "timeout", b"".join(x or b"" for x in (e.stdout, e.stderr)).decode(errors="replace")[-2000:]
+    res = {"command": " ".join(["train.py", "--preset", "small"] + flags.split()), "rc": rc,
+           "wall_s": r2(time.perf_counter() - t0, 1), "out": out_dir}
+    log_path, summary_path = os.path.join(out_dir, "log.jsonl"), os.path.join(out_dir, "summary.json")
+    log = R.load_jsonl(log_path) if os.path.isfile(log_path) else []
+    summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
+    if summary:
+        res |= {k: summary.get(k) for k in ("seconds", "before", "after")}
+    if log:
+        a = summary.get("args") or {**asdict(T.Args()), **T.PRESETS["small"]}
+        n_trajs = a["tasks_per_step"] * a["group_size"]  # log's "tokens" is the mean over the batch
+        it = [r["t_rollout"] + r["t_judge"] + r["t_update"] for r in log]
+        res |= {"rl_steps": len(log), "s_per_iteration": r2(median(it), 2),
+                "rollout_tokens_per_s": r2(median([r["tokens"] * n_trajs / r["t_rollout"] for r in log]), 1),
+                "shares": {k: r2(median([r[f"t_{k}"] / i for r, i in zip(log, it)]))
+                           for k in ("rollout", "judge", "update")}}
+    if rc != 0:
+        res["output_tail"] = tail
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reporting
+
+def print_table(rep):
+    def cell(m, f):
+        try:
+            return f(rep["models"][m])
+        except (KeyError, TypeError):  # skipped or missing
+            return "-"
+    lg = lambda v: (f"{v['ratio']:.2f} ({v['loop_tokens_per_s']:.0f} / {v['bare_tokens_per_s']:.0f} tok/s)")
+    bt = lambda v: f"{v['speedup']:.1f}x ({v['episodes_per_s_batched']:.2f} / {v['episodes_per_s_one']:.2f} ep/s)"
+    ts = lambda v: f"{v['step_s']:.2f} s, peak {v['peak_rss_mb']:.0f} MB (+{v['step_extra_mb']:.0f})"
+    rows = [("loop / bare generate, tokens/s", lambda v: lg(v["loop_vs_generate"])),
+            ("batched / one at a time, episodes/s", lambda v: bt(v["batching"])),
+            ("train step, fp32 LoRA", lambda v: ts(v["train_step"]["none"])),
+            ("train step, 4-bit QLoRA", lambda v: ts(v["train_step"]["4bit"]))]
+    models = list(rep["models"])
+    print(f"\n{'measurement':<38}" + "".join(f"{m:<36}" for m in models))
+    for label, f in rows:
+        print(f"{label:<38}" + "".join(f"{cell(m, f):<36}" for m in models))
+    it = rep.get("rl_iteration")
+    if it:
+        sh = it["shares"]
+        print(f"\nRL iteration (tiny, {it['trajectories']} trajectories): {it['seconds']:.2f} s = rollout "
+              f"{sh['rollout']:.0%}, judge {sh['judge']:.1%}, update {sh['update']:.0%}")
+    for part in ("rollout", "update"):
+        ops = rep.get("profile_top", {}).get(part, [])[:6]
+        if ops:
+            print(f"profile, {part}: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
+    if rep.get("profile_top", {}).get("phases_ms"):
+        print("phases (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["profile_top"]["phases_ms"].items()))
+    for k, ok in rep["targets"].items():
+        print(f"target {k}: {'met' if ok else 'NOT met'}")
+
+
+def write(path, rep):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    T.write_json(path, rep)
+
+
+def run_gpu(args, rep):
+    if not torch.cuda.is_available():
+        sys.exit("error: --gpu needs a CUDA GPU (none is visible)")
+    from transformers import Qwen2Config
+    name = torch.cuda.get_device_name()
+    rep["gpu"] = {"device": name, "total_gib": r2(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+    print(f"GPU: {name}")
+    res = qlora_memory(Qwen2Config(**QWEN25_7B), "cuda", args.gpu_seq_len, args.gpu_group, args.gpu_new_tokens)
+    rep["gpu"]["qwen2.5-7b-nf4-lora"] = res
+    write(args.out, rep)
+    print(json.dumps(res, indent=1))
+    torch.cuda.empty_cache()
+    if args.gpu_train_args:
+        rep["gpu"]["train_small"] = train_small(args.gpu_train_args, args.gpu_timeout)
+        print(json.dumps({k: v for k, v in rep["gpu"]["train_small"].items() if k not in ("before", "after")},
+                         indent=1))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = R.parse_args(Args, argv, defaults=QUICK if "--quick" in argv else None)
+    t_start = time.time()
+    rep = {"machine": machine(), "args": asdict(args)}
+    if args.gpu:
+        run_gpu(args, rep)
+        rep["seconds"] = r2(time.time() - t_start, 1)
+        write(args.out, rep)
+        print(f"-> {args.out}")
+        return rep
+
+    rep["models"] = {}
+    specs = [("tiny", args.tiny_model, args.episodes, args.repeats)]
+    if args.smollm2:
+        specs.append(("smollm2-135m", "smollm2-135m", args.smollm2_episodes, args.smollm2_repeats))
+    tasks_all = R.pick_tasks(envs.make_split("test"), 0)
+    for label, name, n_eps, repeats in specs:
+        try:
+            policy, tok = M.load_policy(name, quant="none", lora=True, device="cpu")
+        except M.ModelError as e:
+            rep["models"][label] = {"skipped": str(e)}
+            print(f"{label}: skipped ({e})")
+            continue
+        res = {"params": M.n_params(policy)}
+        tasks = tasks_all[:n_eps]
+        print(f"{label}: {res['params'] / 1e6:.1f} M parameters; loop vs generate ...", flush=True)
+        res["loop_vs_generate"] = loop_vs_generate(policy, tok, tasks, args.loop_turns, args.new_tokens, repeats)
+        print(f"{label}: batching {n_eps} vs 1 ...", flush=True)
+        res["batching"] = batching(policy, tok, tasks, args.max_steps, args.new_tokens, repeats)
+        if label == "tiny":
+            print("tiny: RL iteration shares, profile ...", flush=True)
+            rep["rl_iteration"] = rl_shares(policy, tok, args)
+            rep["profile_top"] = profile(policy, tok, args)
+        del policy
+        res["train_step"] = {}
+        for quant in ("none", "4bit"):
+            print(f"{label}: training step, quant={quant} (fresh process) ...", flush=True)
+            try:
+                res["train_step"][quant] = train_step(name, quant, args, repeats)
+            except M.ModelError as e:
+                res["train_step"][quant] = {"skipped": str(e)}
+        rep["models"][label] = res
+        write(args.out, rep)  # a partial report survives a later failure
+
+    tiny = rep["models"].get("tiny", {})
+    rep["loop_vs_generate"] = tiny.get("loop_vs_generate", {}).get("ratio")
+    rep["batched_speedup"] = tiny.get("batching", {}).get("speedup")
+    rep["targets"] = {"loop_vs_generate >= 0.85": (rep["loop_vs_generate"] or 0) >= 0.85,
+                      "batched_speedup >= 4 (tiny)": (rep["batched_speedup"] or 0) >= 4}
+    rep["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    rep["seconds"] = r2(time.time() - t_start, 1)
+    write(args.out, rep)
+    print_table(rep)
+    print(f"\ndone in {rep['seconds']:.0f} s -> {args.out}")
+    return rep
+
+
+if __name__ == "__main__":
+    main()
