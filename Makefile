@@ -18,7 +18,10 @@ run: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m pytest -q tests
 
-seeds: $(VENV_STAMP)
-	$(PY) scripts_seeds.py
+seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the three summaries side by side
+	$(PY) sweep.py
 
-.PHONY: install run test seeds
+ablations: $(VENV_STAMP)  # + --reward scalar and --loss dpo on the same seeds and budget
+	$(PY) sweep.py --ablations
+
+.PHONY: install run test seeds ablations

@@ -1,51 +1,67 @@
 """Speed and memory of MOSAIC's pieces on this machine. Every comparison is a ratio of two things measured side by
 side in the same run (interleaved, several repeats, the median reported), so a busy machine slows both sides alike.
 
-    python bench.py --out runs/bench.json                # CPU: tiny and SmolLM2-135M (roughly 15-25 min on 2 cores)
-    python bench.py --no-smollm2 --out runs/bench.json   # tiny only (a few minutes)
+    python bench.py --out runs/bench.json                   # CPU: tiny and SmolLM2-135M (~15-25 min on 2 cores)
+    python bench.py --no-smollm2 --out runs/bench.json      # tiny only (~5-10 min)
     python bench.py --quick --no-smollm2 --out /tmp/b.json  # smoke test (~30 s; sizes too small to mean much)
-    python bench.py --gpu --out runs/bench_gpu.json      # CUDA only: the Qwen2.5-7B shape in 4-bit, train.py small
+    python bench.py --gpu --out runs/bench_gpu.json         # CUDA only: the Qwen2.5-7B shape in 4-bit; train.py small
 
-What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both with LoRA):
+What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both fp32 with LoRA):
 1. Rollout overhead. The first --loop-turns turns of --episodes episodes through the real loop (rollout.Episode
    renders the prompt; rollout._generate; Episode.add_turn parses, steps the environment and renders the tool
-   result) against bare `model.generate` on the very prompts the loop generated from, with the same batches and the
-   same number of new tokens (greedy; eos is held off until exactly --new-tokens, on both sides).
+   result) against bare `model.generate` on the very prompts the loop generated from, in the same batches, with the
+   same number of new tokens (greedy; eos held off until exactly --new-tokens, on both sides).
    loop_vs_generate = loop tokens/s / bare tokens/s. Target: >= 0.85.
-2. Batching. rollout.rollout of --episodes full episodes (greedy) with batch_size=episodes against batch_size=1.
+2. Batching. rollout.rollout of --episodes whole episodes (greedy) with batch_size=episodes against batch_size=1.
    batched_speedup = episodes/s batched / episodes/s one at a time. Target: >= 4 for tiny.
-3. A training step: train.pg_update + train.finish_step (forward, reference forward for the KL, backward, clip,
+3. Generate variants (tiny): bare generate on the loop's last batch as is, with a static KV cache, with the LoRA
+   adapter merged into the base weights, with both; and prefill alone: what the fixes below would buy.
+4. A training step: train.pg_update + train.finish_step (forward, reference forward for the KL, backward, clip,
    AdamW) on --group-size x --train-tasks scripted trajectories (rollout.rollout("expert"), random advantages),
-   fp32 LoRA against 4-bit NF4 QLoRA. Each configuration runs in a fresh process: peak resident memory (VmHWM, reset
-   after loading) and its growth over the loaded model.
-4. An RL iteration of tiny, split like train.py's log (t_rollout / t_judge / t_update): sampled rollout of the group,
-   judge.group_rewards + judge.advantages, pg_update + finish_step (every trajectory updated, as if every group
-   carried signal; train.py skips groups without one, so its update share is at most this).
-5. A profile (torch.profiler) of one rollout of the RL batch and one update of tiny: the top ops by self CPU time,
-   and the time in the loop's own phases (generate, render+parse+env).
+   fp32 LoRA against 4-bit NF4 QLoRA, each in a fresh process: step time, peak resident memory (VmHWM, reset after
+   loading) and its growth over the loaded model.
+5. An RL iteration of tiny, split as train.py's log splits it (t_rollout / t_judge / t_update): sampled rollout of
+   the group, judge.group_rewards + judge.advantages, pg_update + finish_step on every trajectory (as if every group
+   carried signal: train.py skips those without, so its update share is at most this).
+6. A profile (torch.profiler) of tiny's rollout loop and of one update: top ops by self CPU time, time per phase.
 
-GPU (--gpu, needs CUDA): a random-init model with the Qwen2.5-7B configuration, its linear layers in 4-bit NF4 (built
-layer by layer, so the bf16 model never exists whole), prepared and wrapped with LoRA as model.load_policy does:
-peak GPU memory (torch.cuda.max_memory_allocated) of one RL step (pg_update + finish_step, a group of --gpu-group
-sequences of --gpu-seq-len tokens, the paper preset's micro-batch and KL) and of generating a group of
---gpu-new-tokens tokens after a prompt that fills the context to --gpu-seq-len; then `train.py --preset small` with
---gpu-train-args as a subprocess: seconds per RL iteration and rollout tokens/s from its log.jsonl, before/after
-metrics from its summary.json. About 5-8 minutes on one H100.
+GPU (--gpu, CUDA only): a random-init model with the Qwen2.5-7B configuration whose linear layers are 4-bit NF4
+(built layer by layer: the bf16 model never exists whole), prepared and wrapped with LoRA as model.load_policy does.
+Peak GPU memory of one RL step (pg_update + finish_step on --gpu-group sequences of --gpu-seq-len tokens, KL to the
+reference as in the paper preset) with micro-batches of 1 and of the paper preset's size, the latter also with the
+LM head chunked; and of generating a group of --gpu-new-tokens tokens after a prompt that fills the context to
+--gpu-seq-len. Then `train.py --preset small` with --gpu-train-args as a subprocess: seconds per RL iteration and
+rollout tokens/s from its log.jsonl, before/after metrics from its summary.json. About 5-8 minutes on one H100.
+It needs bitsandbytes, and for the train.py run the SmolLM2 package (see the Makefile), where it runs.
 
-JSON (--out): {"loop_vs_generate": tiny's ratio, "batched_speedup": tiny's ratio, "targets": {...}, "machine",
-"args", "models": {"tiny": {"params", "loop_vs_generate": {...}, "batching": {...}, "train_step": {"none": {...},
-"4bit": {...}}}, "smollm2-135m": {... or "skipped"}}, "rl_iteration": {...}, "profile_top": {"rollout": [...],
-"update": [...], "phases": {...}}, "seconds"}; with --gpu: {"gpu": {"device", "qwen2.5-7b-nf4-lora": {...},
-"train_small": {...}}, "machine", "args", "seconds"}.
+JSON (--out): {"loop_vs_generate": tiny's ratio, "batched_speedup": tiny's ratio, "targets", "machine", "args",
+"models": {"tiny": {"params", "loop_vs_generate", "batching", "generate_variants", "train_step": {"none", "4bit"}},
+"smollm2-135m": {the same but generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout",
+"update", "phases_ms"}, "seconds"}; with --gpu: {"gpu": {"device", "total_gib", "qwen2.5-7b-nf4-lora",
+"train_small"}, "machine", "args", "seconds"}.
+
+What the profile showed (once, tiny, 16 episodes x 64-token turns, 1 thread on 2 cores busy with other jobs; the
+JSON of a full run supersedes these numbers):
+- The loop costs nothing over generate: render + parse + env took 12 ms of 5 s, and rollout._generate (log-probs
+  from the returned logits) timed the same as bare generate. Generation is the rollout.
+- Generate: aten::mm 24%, aten::cat 24% (the growing KV cache is concatenated at every token), HF generate's own
+  Python 13%, elementwise mul/add 19% (RoPE, RMSNorm, LoRA's scaling), attention 8%. LoRA triples the matmuls.
+- Each turn re-prefills the whole context: 38% of a 64-token turn already at turn 2 (329 tokens), more later.
+  Prefill is compute-bound at any batch size, which caps batching at 2.4x for 3-turn episodes (target 4x).
+- Update: aten::mm 38%; elementwise mul/add/sub/exp ~40%, mostly the fp32 [batch, tokens, vocab] log-softmax and
+  its backward. RL iteration: rollout 61%, update 39%, judge < 0.1%.
+Fixes it led to. Measured here (generate_variants), for rollout.py to adopt: a static KV cache (1.10x), LoRA merged
+into the fp32 base for generation (1.18x), both (1.40x); reusing the KV cache across turns would remove most of the
+prefill. In bench.py: --threads, because on 2 cores shared with other jobs torch's default of 2 threads ran a batched
+rollout 15x slower than 1 thread (33 s against 2.3 s); and --gpu measures a chunked LM head, which train.py does not
+use yet, since the [micro-batch, 2048, 152064] fp32 logits dominate a 7B step's memory.
 
 Simplifications: the tiny model is random-init unless --tiny-model names a trained one (runs/tiny/sft), so its turns
-never end early; training-step trajectories are scripted, with random advantages; torch keeps its default number
-of threads (the machine's cores); peak memory is resident set size, Linux only (None elsewhere).
-
-What the profile showed (tiny, 2 cores) and what it led to: see `profile_top` in the JSON; the findings and fixes are
-written down in README.md's benchmark section.
+never end early; training-step trajectories are scripted, with random advantages; smollm2's training step is one
+micro-batch (--smollm2-train-tasks); peak memory is resident set size, Linux only (None elsewhere).
 """
 import contextlib
+import gc
 import json
 import math
 import os
@@ -80,6 +96,9 @@ class Args:
     """the tiny policy: tiny (random init: every turn runs to --new-tokens) or a model directory (runs/tiny/sft)"""
     smollm2: bool = True
     """also measure SmolLM2-135M-Instruct (--no-smollm2 skips it)"""
+    threads: int = 0
+    """torch threads (0 = torch's default, one per core). Use 1 on a machine shared with other jobs: torch's threads
+    wait on each other spinning, and a 2-thread run on 2 busy cores was measured ~15x slower than 1 thread"""
     episodes: int = 16
     """episodes in the loop-vs-generate and batching comparisons (tiny)"""
     new_tokens: int = 64
@@ -88,7 +107,7 @@ class Args:
     """turns of the rollout loop timed against bare generate"""
     max_steps: int = 6
     """turns per episode in the batching comparison and the RL iteration (train.py's default)"""
-    repeats: int = 5
+    repeats: int = 3
     """repeats of each tiny measurement (medians are reported)"""
     train_tasks: int = 8
     """tasks in the training step and the RL iteration"""
@@ -98,8 +117,13 @@ class Args:
     """keep only each trajectory's last N tokens in the training step (0 = whole trajectories)"""
     smollm2_episodes: int = 8
     """episodes in the smollm2 comparisons (its prompts are ~450 tokens: prefill alone takes seconds on a CPU)"""
+    smollm2_max_steps: int = 2
+    """turns per episode in smollm2's batching comparison"""
+    smollm2_train_tasks: int = 2
+    """tasks in smollm2's training step: G x 2 = 8 trajectories = one micro-batch, so the peak memory is that of
+    G x 8 (gradients accumulate over micro-batches) and the time a quarter of it (still minutes on 2 cores)"""
     smollm2_repeats: int = 1
-    """repeats of each smollm2 measurement (its 4 x 8 training step takes minutes on 2 cores)"""
+    """repeats of each smollm2 measurement"""
     gpu: bool = False
     """run the GPU measurements instead (needs CUDA)"""
     gpu_seq_len: int = 2048
@@ -109,13 +133,13 @@ class Args:
     gpu_new_tokens: int = 256
     """tokens generated per sequence of the group"""
     gpu_train_args: str = "--steps 6 --eval-episodes 10"
-    """flags for the `train.py --preset small` run ('' skips it)"""
+    """flags for the `train.py --preset small` run, given with "=": --gpu-train-args="--steps 6" ('' skips it)"""
     gpu_timeout: int = 420
     """seconds before the train.py run is stopped (what its log holds by then is still reported)"""
 
 
 QUICK = dict(episodes=4, new_tokens=8, loop_turns=1, max_steps=2, repeats=2, train_tasks=2, group_size=2,
-             train_max_tokens=128, smollm2_episodes=2, gpu_seq_len=256, gpu_new_tokens=16,
+             train_max_tokens=128, smollm2_episodes=2, smollm2_train_tasks=1, gpu_seq_len=256, gpu_new_tokens=16,
              gpu_train_args="--steps 2 --sft-steps 4 --eval-episodes 2", gpu_timeout=300)
 
 
@@ -197,7 +221,7 @@ def loop_turns(policy, tok, tasks, turns, new_tokens):
 
 
 @torch.no_grad()
-def bare_generate(policy, tok, batches, new_tokens):
+def bare_generate(policy, tok, batches, new_tokens, **generate_kwargs):
     """Plain left-padded `generate` on each batch of prompts. Returns (seconds, new tokens)."""
     t0, n = time.perf_counter(), 0
     for prompts in batches:
@@ -208,8 +232,8 @@ def bare_generate(policy, tok, batches, new_tokens):
             ids[i, L - len(p):], attn[i, L - len(p):] = torch.tensor(p), 1
         out = policy.generate(input_ids=ids.to(policy.device), attention_mask=attn.to(policy.device),
                               max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id)
-        n += (out.shape[1] - L) * len(prompts)
+                              eos_token_id=tok.eos_token_id, **generate_kwargs)
+        n += (getattr(out, "sequences", out).shape[1] - L) * len(prompts)
     return time.perf_counter() - t0, n
 
 
@@ -241,22 +265,50 @@ def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
 # 2. Batching: all episodes in one batch against one episode at a time
 
 def batching(policy, tok, tasks, max_steps, new_tokens, repeats):
-    runs = {len(tasks): [], 1: []}
+    size = {"batched": len(tasks), "one": 1}
+    runs = {"batched": [], "one": []}  # (seconds, model tokens) per repeat
     for r in range(repeats):
-        for bs in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+        for k in (("batched", "one") if r % 2 == 0 else ("one", "batched")):
             t0 = time.perf_counter()
             trajs = R.rollout(policy, tasks, tok, greedy=True, max_steps=max_steps, max_new_tokens=new_tokens,
-                              batch_size=bs, progress=False)
-            dt = time.perf_counter() - t0
-            runs[bs].append((dt, sum(t["outcome"]["tokens"] for t in trajs)))
-    (big, b), (_, one) = runs.items()
-    eps = lambda rs: len(tasks) / median([dt for dt, _ in rs])
-    toks = lambda rs: median([n / dt for dt, n in rs])
-    speedups = [(len(tasks) / x[0]) / (len(tasks) / y[0]) for x, y in zip(b, one)]
-    return {"speedup": r2(median(speedups)), "episodes_per_s_batched": r2(eps(b)), "episodes_per_s_one": r2(eps(one)),
-            "tokens_per_s_batched": r2(toks(b), 1), "tokens_per_s_one": r2(toks(one), 1), "batch_size": big,
-            "max_steps": max_steps, "new_tokens": new_tokens, "repeats": repeats,
-            "speedups": [r2(s) for s in speedups]}
+                              batch_size=size[k], progress=False)
+            runs[k].append((time.perf_counter() - t0, sum(t["outcome"]["tokens"] for t in trajs)))
+    eps = {k: len(tasks) / median([s for s, _ in v]) for k, v in runs.items()}
+    toks = {k: median([n / s for s, n in v]) for k, v in runs.items()}
+    speedups = [one_s / b_s for (b_s, _), (one_s, _) in zip(runs["batched"], runs["one"])]
+    return {"speedup": r2(median(speedups)), "episodes_per_s_batched": r2(eps["batched"]),
+            "episodes_per_s_one": r2(eps["one"]), "tokens_per_s_batched": r2(toks["batched"], 1),
+            "tokens_per_s_one": r2(toks["one"], 1), "batch_size": len(tasks), "max_steps": max_steps,
+            "new_tokens": new_tokens, "repeats": repeats, "speedups": [r2(x) for x in speedups]}
+
+
+def generate_variants(policy, tok, tasks, turns, new_tokens, repeats):
+    """Bare generate on the loop's last batch of prompts, as is and with the fixes the profile points to: a static KV
+    cache (no torch.cat of the growing cache at every token), the LoRA adapter merged into the fp32 base weights (one
+    matmul per linear layer instead of three), both; and prefill alone (1 new token), the share that reusing the
+    KV cache across turns would save. Returns seconds and speedups over as-is."""
+    policy.eval()
+    variants = {"as_is": ({}, False), "static_cache": ({"cache_implementation": "static"}, False),
+                "merged_lora": ({}, True), "merged_lora+static_cache": ({"cache_implementation": "static"}, True)}
+    times = {k: [] for k in list(variants) + ["prefill_only"]}
+    with fixed_turn_length(policy, new_tokens):
+        prompts = loop_turns(policy, tok, tasks, turns, new_tokens)[3][-1:]
+        for _ in range(repeats):
+            for name, (kw, merge) in variants.items():
+                if merge:
+                    policy.merge_adapter()
+                try:
+                    times[name].append(bare_generate(policy, tok, prompts, new_tokens, **kw)[0])
+                finally:
+                    if merge:
+                        policy.unmerge_adapter()
+            with fixed_turn_length(policy, 1):
+                times["prefill_only"].append(bare_generate(policy, tok, prompts, 1)[0])
+    base = median(times["as_is"])
+    return {"seconds": {k: r2(median(v)) for k, v in times.items()},
+            "speedup": {k: r2(base / median(v)) for k, v in times.items() if k not in ("as_is", "prefill_only")},
+            "prefill_share": r2(median(times["prefill_only"]) / base), "episodes": len(prompts[0]),
+            "context_tokens": max(len(p) for p in prompts[0]), "new_tokens": new_tokens, "repeats": repeats}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,13 +324,17 @@ def scripted_batch(tok, n_tasks, group, max_tokens=0, seed=0):
     return trajs, torch.randn(len(trajs), generator=g).tolist()
 
 
-def train_step_worker(name, quant, n_tasks, group, max_tokens, repeats):
+def train_step_worker(name, quant, n_tasks, group, max_tokens, repeats, threads):
     """Runs in a spawned process: load, one step (it allocates gradients and AdamW state), then `repeats` more."""
+    if threads:
+        torch.set_num_threads(threads)
     rss_start = _status_mb("VmRSS")
     policy, tok = M.load_policy(name, quant=quant, lora=True, device="cpu")
     targs = T.Args()  # micro_batch, kl_coef, clip_eps, max_grad_norm as train.py uses them
     trajs, advs = scripted_batch(tok, n_tasks, group, max_tokens)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    with torch.no_grad():  # weights may be memory-mapped from the cache: page them in before taking the baseline
+        sum(p.sum().item() for p in policy.parameters())
     rss_loaded = _status_mb("VmRSS")
     reset_peak_rss()
     times = []
@@ -296,10 +352,10 @@ def train_step_worker(name, quant, n_tasks, group, max_tokens, repeats):
             "step_extra_mb": r2(peak - rss_loaded, 1) if peak and rss_loaded else None, "repeats": repeats}
 
 
-def train_step(name, quant, args, repeats):
+def train_step(name, quant, args, n_tasks, repeats):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(train_step_worker, name, quant, args.train_tasks, args.group_size, args.train_max_tokens,
-                           repeats).result()
+        return pool.submit(train_step_worker, name, quant, n_tasks, args.group_size, args.train_max_tokens, repeats,
+                           args.threads).result()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,8 +443,9 @@ QWEN25_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, n
 def random_4bit_model(config, device, dtype):
     """A random-init causal LM of `config` whose linear layers (all but the LM head, as transformers quantizes) are
     bitsandbytes 4-bit NF4. Built on the meta device, then one layer at a time: only one full-precision weight
-    matrix exists at once, so a 7B shape needs ~5 GB, not the 15 GB of its bf16 weights."""
-    import bitsandbytes as bnb
+    matrix exists at once, so a 7B shape needs ~5.5 GB, not the 15 GB of its bf16 weights."""
+    with M._quiet():
+        import bitsandbytes as bnb
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
@@ -429,29 +486,46 @@ def with_lora(model, r=16):
                                                 task_type="CAUSAL_LM"))
 
 
-def qlora_memory(config, device, seq_len, group, new_tokens, micro_batches=(1, 2)):
+def cuda_peak(fn, cuda):
+    """(seconds, {"peak_gib": most memory tensors held, "reserved_gib": most the caching allocator took}) of fn()."""
+    if cuda:
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # so that the reserved figure is this call's, not left over from an earlier one
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    fn()
+    if not cuda:
+        return time.perf_counter() - t0, {"peak_gib": None}
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0, {"peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30),
+                                      "reserved_gib": r2(torch.cuda.max_memory_reserved() / 2**30)}
+
+
+@contextlib.contextmanager
+def lm_head_chunks(chunk):
+    """Make train.py's log-prob calls apply the LM head `chunk` positions at a time (model.token_logprobs(chunk=),
+    which train.py does not pass), so the [batch, tokens, vocab] logits never exist whole. None: unchanged."""
+    orig = M.token_logprobs
+    if chunk:
+        M.token_logprobs = lambda model, ids, attn, *_, **__: orig(model, ids, attn, chunk=chunk)
+    try:
+        yield
+    finally:
+        M.token_logprobs = orig
+
+
+def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     """Peak memory and time of one RL step (pg_update + finish_step on `group` synthetic trajectories of seq_len
-    tokens, half of them the model's own) per micro-batch size, and of generating a group of new_tokens tokens
-    after a prompt of seq_len - new_tokens. Memory figures are None off CUDA."""
+    tokens, half of them the model's own, KL to the reference as in the paper preset) for micro-batches of 1 and
+    of the paper preset's size, the latter also with the LM head chunked; and of generating a group of new_tokens
+    tokens after a prompt of seq_len - new_tokens. Memory figures are None off CUDA."""
     cuda = torch.device(device).type == "cuda"
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-
-    def mem(fn):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        # allocated: what tensors held at the peak; reserved: what the caching allocator took from the card
-        return (time.perf_counter() - t0, {"peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30),
-                                           "reserved_gib": r2(torch.cuda.max_memory_reserved() / 2**30)} if cuda
-                else {"peak_gib": None})
-
     t0 = time.perf_counter()
     model = with_lora(random_4bit_model(config, device, dtype))
     out = {"build_s": r2(time.perf_counter() - t0, 1), "seq_len": seq_len, "group": group,
+           # 4-bit linear layers + embeddings, norms and LM head in fp32 (prepare_model_for_kbit_training) + LoRA
            "weights_gib": r2(torch.cuda.memory_allocated() / 2**30) if cuda else None,
            "trainable_params": M.n_params(model, trainable=True)}
     V, g = config.vocab_size, torch.Generator().manual_seed(0)
@@ -463,15 +537,23 @@ def qlora_memory(config, device, seq_len, group, new_tokens, micro_batches=(1, 2
     targs = T.Args(**T.PRESETS["paper"])  # kl_coef (reference forward) and micro-batch of the paper preset
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
     model.train()
-    for mb in sorted(set(micro_batches) | {targs.micro_batch}):
+    paper_mb = targs.micro_batch
+    for mb, ch in [(1, None), (paper_mb, None), (paper_mb, chunk)]:
         targs.micro_batch = mb
 
         def step():
-            loss, _ = T.pg_update(model, opt, tok, trajs, advs, targs, device)
-            T.finish_step(model, opt, targs, loss)
-        s, peak = mem(step)  # the first step also allocates AdamW's state: the real peak
-        s2, _ = mem(step)
-        out[f"rl_step_micro_batch_{mb}"] = {**peak, "first_s": r2(s, 2), "s": r2(s2, 2), "kl_coef": targs.kl_coef}
+            with lm_head_chunks(ch):
+                loss, _ = T.pg_update(model, opt, tok, trajs, advs, targs, device)
+                T.finish_step(model, opt, targs, loss)
+        key = f"rl_step_micro_batch_{mb}" + (f"_lm_head_chunk_{ch}" if ch else "")
+        try:
+            s, peak = cuda_peak(step, cuda)  # the first step also allocates AdamW's state
+            s2, _ = cuda_peak(step, cuda)
+            out[key] = {**peak, "first_s": r2(s, 2), "s": r2(s2, 2), "kl_coef": targs.kl_coef}
+        except torch.cuda.OutOfMemoryError as e:
+            out[key] = {"out_of_memory": str(e).splitlines()[0]}
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
     model.eval()
     prompt = torch.randint(1, V, (group, seq_len - new_tokens), generator=g).to(device)
 
@@ -480,7 +562,7 @@ def qlora_memory(config, device, seq_len, group, new_tokens, micro_batches=(1, 2
         model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                        min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                        pad_token_id=0, return_dict_in_generate=True, output_logits=True, use_cache=True)
-    s, peak = mem(gen)
+    s, peak = cuda_peak(gen, cuda)
     out["generate_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
                              "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
     return out
@@ -537,10 +619,15 @@ def print_table(rep):
     print(f"\n{'measurement':<38}" + "".join(f"{m:<36}" for m in models))
     for label, f in rows:
         print(f"{label:<38}" + "".join(f"{cell(m, f):<36}" for m in models))
+    gv = rep["models"].get("tiny", {}).get("generate_variants")
+    if gv:
+        fixes = ", ".join(f"{k} {v:.2f}x" for k, v in gv["speedup"].items())
+        print(f"\ngenerate (tiny, {gv['episodes']} x {gv['new_tokens']} tokens after {gv['context_tokens']}): prefill "
+              f"{gv['prefill_share']:.0%} of it; speedups {fixes}")
     it = rep.get("rl_iteration")
     if it:
         sh = it["shares"]
-        print(f"\nRL iteration (tiny, {it['trajectories']} trajectories): {it['seconds']:.2f} s = rollout "
+        print(f"RL iteration (tiny, {it['trajectories']} trajectories): {it['seconds']:.2f} s = rollout "
               f"{sh['rollout']:.0%}, judge {sh['judge']:.1%}, update {sh['update']:.0%}")
     for part in ("rollout", "update"):
         ops = rep.get("profile_top", {}).get(part, [])[:6]
@@ -557,27 +644,46 @@ def write(path, rep):
     T.write_json(path, rep)
 
 
+def print_gpu(g):
+    print(f"\n{g['device']} ({g['total_gib']} GiB)")
+    q = g.get("qwen2.5-7b-nf4-lora", {})
+    for k, v in q.items():
+        if isinstance(v, dict):
+            print(f"  7B-shape NF4 + LoRA, {k}: " + ", ".join(f"{a} {b}" for a, b in v.items()))
+    t = g.get("train_small")
+    if t:
+        print(f"  train.py --preset small: rc {t['rc']}, {t.get('s_per_iteration')} s per RL iteration, rollout "
+              f"{t.get('rollout_tokens_per_s')} tokens/s, shares {t.get('shares')}")
+        f2 = lambda v: "-" if v is None else f"{v:.2f}"
+        for when in ("before", "after"):
+            for split, m in (t.get(when) or {}).items():
+                print(f"  {when:<6} {split:<4} unsafe {f2(m['overall']['unsafe_rate'])}, benign success "
+                      f"{f2(m['benign']['task_success'])}, format errors {f2(m['overall']['format_error_rate'])}")
+
+
 def run_gpu(args, rep):
     if not torch.cuda.is_available():
         sys.exit("error: --gpu needs a CUDA GPU (none is visible)")
     from transformers import Qwen2Config
-    name = torch.cuda.get_device_name()
-    rep["gpu"] = {"device": name, "total_gib": r2(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
-    print(f"GPU: {name}")
-    res = qlora_memory(Qwen2Config(**QWEN25_7B), "cuda", args.gpu_seq_len, args.gpu_group, args.gpu_new_tokens)
-    rep["gpu"]["qwen2.5-7b-nf4-lora"] = res
-    write(args.out, rep)
-    print(json.dumps(res, indent=1))
+    rep["gpu"] = {"device": torch.cuda.get_device_name(),
+                  "total_gib": r2(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+    print(f"GPU: {rep['gpu']['device']}; the Qwen2.5-7B shape in 4-bit NF4 + LoRA ...", flush=True)
+    rep["gpu"]["qwen2.5-7b-nf4-lora"] = qlora_memory(Qwen2Config(**QWEN25_7B), "cuda", args.gpu_seq_len,
+                                                     args.gpu_group, args.gpu_new_tokens)
+    write(args.out, rep)  # kept if the train.py run below fails or runs out of time
+    gc.collect()
     torch.cuda.empty_cache()
     if args.gpu_train_args:
+        print(f"train.py --preset small {args.gpu_train_args} ...", flush=True)
         rep["gpu"]["train_small"] = train_small(args.gpu_train_args, args.gpu_timeout)
-        print(json.dumps({k: v for k, v in rep["gpu"]["train_small"].items() if k not in ("before", "after")},
-                         indent=1))
+    print_gpu(rep["gpu"])
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = R.parse_args(Args, argv, defaults=QUICK if "--quick" in argv else None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t_start = time.time()
     rep = {"machine": machine(), "args": asdict(args)}
     if args.gpu:
@@ -588,11 +694,12 @@ def main(argv=None):
         return rep
 
     rep["models"] = {}
-    specs = [("tiny", args.tiny_model, args.episodes, args.repeats)]
+    specs = [("tiny", args.tiny_model, args.episodes, args.max_steps, args.train_tasks, args.repeats)]
     if args.smollm2:
-        specs.append(("smollm2-135m", "smollm2-135m", args.smollm2_episodes, args.smollm2_repeats))
+        specs.append(("smollm2-135m", "smollm2-135m", args.smollm2_episodes, args.smollm2_max_steps,
+                      args.smollm2_train_tasks, args.smollm2_repeats))
     tasks_all = R.pick_tasks(envs.make_split("test"), 0)
-    for label, name, n_eps, repeats in specs:
+    for label, name, n_eps, max_steps, n_train, repeats in specs:
         try:
             policy, tok = M.load_policy(name, quant="none", lora=True, device="cpu")
         except M.ModelError as e:
@@ -604,9 +711,10 @@ def main(argv=None):
         print(f"{label}: {res['params'] / 1e6:.1f} M parameters; loop vs generate ...", flush=True)
         res["loop_vs_generate"] = loop_vs_generate(policy, tok, tasks, args.loop_turns, args.new_tokens, repeats)
         print(f"{label}: batching {n_eps} vs 1 ...", flush=True)
-        res["batching"] = batching(policy, tok, tasks, args.max_steps, args.new_tokens, repeats)
+        res["batching"] = batching(policy, tok, tasks, max_steps, args.new_tokens, repeats)
         if label == "tiny":
-            print("tiny: RL iteration shares, profile ...", flush=True)
+            print("tiny: generate variants, RL iteration shares, profile ...", flush=True)
+            res["generate_variants"] = generate_variants(policy, tok, tasks, args.loop_turns, args.new_tokens, repeats)
             rep["rl_iteration"] = rl_shares(policy, tok, args)
             rep["profile_top"] = profile(policy, tok, args)
         del policy
@@ -614,7 +722,7 @@ def main(argv=None):
         for quant in ("none", "4bit"):
             print(f"{label}: training step, quant={quant} (fresh process) ...", flush=True)
             try:
-                res["train_step"][quant] = train_step(name, quant, args, repeats)
+                res["train_step"][quant] = train_step(name, quant, args, n_train, repeats)
             except M.ModelError as e:
                 res["train_step"][quant] = {"skipped": str(e)}
         rep["models"][label] = res

@@ -1,0 +1,66 @@
+"""Smoke tests of bench.py: the CLI in --quick mode writes the report with its two headline ratios, and the GPU
+measurement's model builder (random-init 4-bit NF4 + LoRA, from a config) works on a CPU with a tiny config.
+No timing is asserted: these numbers belong to the benchmark, not to the tests."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import bench as B  # noqa: E402
+import model as M  # noqa: E402
+
+with M._quiet():  # bitsandbytes' import warnings (pytest resets the filters model.py set)
+    import bitsandbytes as bnb  # noqa: E402
+
+
+def test_quick_cli_writes_the_ratios(tmp_path, cli_env):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench.py"), "--quick", "--no-smollm2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    for key in ("loop_vs_generate", "batched_speedup"):
+        assert isinstance(rep[key], float) and rep[key] > 0, (key, rep[key])
+    tiny = rep["models"]["tiny"]
+    assert set(tiny["train_step"]) == {"none", "4bit"}
+    for q in ("none", "4bit"):
+        assert tiny["train_step"][q]["step_s"] > 0 and tiny["train_step"][q]["trajectories"] == 4
+    assert set(rep["rl_iteration"]["shares"]) == {"rollout", "judge", "update"}
+    assert rep["profile_top"]["rollout"] and rep["profile_top"]["update"]
+    assert "loop / bare generate" in proc.stdout  # the table
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_random_4bit_model_with_lora_trains_on_cpu():
+    from transformers import Qwen2Config
+    cfg = Qwen2Config(**{**B.QWEN25_7B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+                         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})
+    model = B.random_4bit_model(cfg, "cpu", torch.float32)
+    linears = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linears) == 2 * 7 and all(m.weight.bnb_quantized for m in linears)  # q k v o gate up down
+    assert type(model.get_output_embeddings()) is torch.nn.Linear  # the LM head stays unquantized
+    assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
+    res = B.qlora_memory(cfg, "cpu", seq_len=48, group=4, new_tokens=8, chunk=16)
+    steps = [k for k in res if k.startswith("rl_step")]
+    assert len(steps) == 3 and all(res[k]["s"] > 0 for k in steps)
+    assert res["generate_group"]["new_tokens"] == 8 and res["trainable_params"] > 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_lora_gradients_flow_through_the_4bit_model():
+    """After LoRA, one backward gives finite, non-zero gradients to the adapters only."""
+    from transformers import Qwen2Config
+    cfg = Qwen2Config(**{**B.QWEN25_7B, "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+                         "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2})
+    model = B.with_lora(B.random_4bit_model(cfg, "cpu", torch.float32)).train()
+    ids = torch.randint(1, 256, (2, 24))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all("lora_" in n for n in grads)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for g in grads.values())
