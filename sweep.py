@@ -10,6 +10,7 @@ resumes with `--resume` semantics: finished runs, those with a summary.json, are
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,12 @@ def run(name, seed, flags, out_root):
     out = os.path.join(out_root, f"{name}-seed{seed}")
     if os.path.isfile(os.path.join(out, "summary.json")):
         return out
+    base = os.path.join(out_root, f"pairwise-pg-seed{seed}")
+    if name != "pairwise-pg" and os.path.isdir(os.path.join(base, "sft")) and not os.path.exists(out):
+        # Same seed, same SFT data and steps: the warm start and its "before" numbers are identical; reuse them.
+        os.makedirs(out)
+        shutil.copytree(os.path.join(base, "sft"), os.path.join(out, "sft"))
+        shutil.copy(os.path.join(base, "before.json"), os.path.join(out, "before.json"))
     cmd = [sys.executable, "train.py", "--preset", "tiny", "--seed", str(seed), "--out", out, "--resume", *flags]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -47,13 +54,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--ablations", action="store_true", help="also --reward scalar and --loss dpo")
+    ap.add_argument("--ablation-seeds", type=int, nargs="+", default=None, help="seeds of the ablations (default: --seeds)")
     ap.add_argument("--print-only", action="store_true", help="do not train, print what is there")
     ap.add_argument("--out", default="runs", help="root folder of the runs")
     a = ap.parse_args()
     names = list(CONFIGS) if a.ablations else ["pairwise-pg"]
     outs = []
     for name in names:
-        for s in a.seeds:
+        for s in (a.seeds if name == "pairwise-pg" or a.ablation_seeds is None else a.ablation_seeds):
             out = os.path.join(a.out, f"{name}-seed{s}")
             if not a.print_only:
                 run(name, s, CONFIGS[name], a.out)

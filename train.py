@@ -44,8 +44,8 @@ import model as M
 import rollout as R
 
 PRESETS = {
-    "tiny": dict(model="tiny", quant="none", sft_steps=400, sft_full=True, sft_lr=3e-3, steps=40, lr=2e-3,
-                 tasks_per_step=8, max_new_tokens=64, eval_episodes=100, out="runs/tiny"),
+    "tiny": dict(model="tiny", quant="none", sft_steps=300, sft_batch=8, sft_full=True, sft_lr=3e-3, steps=30,
+                 lr=2e-3, tasks_per_step=8, max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
     "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
                   lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
@@ -117,6 +117,8 @@ class Args:
     """length-penalty threshold (model tokens per episode)"""
     micro_batch: int = 8
     """sequences per forward/backward (gradient accumulation)"""
+    rollout_batch: int = 256
+    """episodes per generate call (rollouts and evaluation)"""
     max_grad_norm: float = 1.0
     """gradient clipping"""
     save_every: int = 10
@@ -320,7 +322,7 @@ def eval_splits(policy, tok, args, label):
     for split in ("test", "ood"):
         tasks = R.pick_tasks(envs.make_split(split), args.eval_episodes)
         res[split] = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
-                                max_new_tokens=args.max_new_tokens)[0]
+                                max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch)[0]
     return res
 
 
@@ -454,7 +456,7 @@ def main(argv=None):
         tasks = sample_tasks(train_by_cat, step, args)
         trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
                           max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                          seed=args.seed * 100003 + step, progress=False)
+                          batch_size=args.rollout_batch, seed=args.seed * 100003 + step, progress=False)
         t1 = time.time()
         groups = [trajs[i:i + args.group_size] for i in range(0, len(trajs), args.group_size)]
         rewards, used, advs, pairs = [], [], [], []
