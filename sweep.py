@@ -16,7 +16,8 @@ import sys
 
 CONFIGS = {"pairwise-pg": [], "scalar-pg": ["--reward", "scalar"], "pairwise-dpo": ["--loss", "dpo"]}
 ROWS = [("harmful", "harm_rate"), ("harmful", "refusal_rate"), ("injection", "attack_success_rate"),
-        ("privacy", "leak_rate"), ("benign", "task_success"), ("benign", "refusal_rate"), ("overall", "unsafe_rate")]
+        ("privacy", "leak_rate"), ("benign", "task_success"), ("benign", "refusal_rate"), ("overall", "unsafe_rate"),
+        ("overall", "format_error_rate"), ("overall", "mean_tokens")]
 
 
 def run(name, seed, flags, out_root):
@@ -44,7 +45,7 @@ def table(outs, split):
         cells = []
         for o in outs:
             b, a = sums[o]["before"][split][c][k], sums[o]["after"][split][c][k]
-            cells.append(f"{b:.2f} -> {a:.2f}")
+            cells.append(f"{b:.2f} -> {a:.2f}" if k != "mean_tokens" else f"{b:.0f} -> {a:.0f}")
         lines.append(f"| {c}.{k} | " + " | ".join(cells) + " |")
     lines.append("| seconds | " + " | ".join(f"{sums[o]['seconds']:.0f}" for o in outs) + " |")
     return "\n".join(lines)

@@ -384,9 +384,18 @@ def main(argv=None):
     random.seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
+    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter"]
+    if not args.resume and any(os.path.exists(os.path.join(args.out, n)) for n in stale):
+        print(f"{args.out} holds an earlier run: starting over (pass --resume to continue it)")
+        for n in stale:
+            p = os.path.join(args.out, n)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
     ckpt = latest_checkpoint(args.out) if args.resume else None
     if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "log.jsonl")):
-        print(f"resume: no checkpoint in {args.out} yet; starting over")
+        print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
     print(f"device {dev}, preset {pre}, model {args.model}, quant {args.quant}, out {args.out}")
 
     # --- 1. the policy RL starts from: base (+ SFT warm start)
@@ -496,8 +505,7 @@ def main(argv=None):
         log.append(rec)
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", unsafe=f"{rec['unsafe']:.2f}",
-                        success=f"{rec['success']:.2f}" if rec["success"] is not None else "-")
+        bar.set_postfix({k: "-" if rec[k] is None else f"{rec[k]:.2f}" for k in ("reward_mean", "unsafe", "success")})
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_checkpoint(args.out, policy, opt, {"step": step + 1, "seconds": time.time() - t_start,
                                                     "args": asdict(args)})
