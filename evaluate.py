@@ -535,6 +535,8 @@ def main(argv=None):
             fail(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
         raise
     cols = columns(args)
+    if args.max_steps < 1:
+        fail(f"--max-steps must be at least 1, not {args.max_steps}")
     labels = [c[0] for c in cols]
     baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
     if baseline not in labels:
@@ -576,17 +578,13 @@ def main(argv=None):
         print("\n" + format_headline(results, baseline))
     if args.breakdown:
         print("\n" + format_breakdown(results))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1, ensure_ascii=False)
+    if args.out:  # written whole or not at all (rollout.write_atomic)
+        rollout.write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
         print(f"\nwrote {args.out}")
     if args.html:
-        os.makedirs(os.path.dirname(os.path.abspath(args.html)), exist_ok=True)
         page = render_html(results, trajs, tasks, subtitle=f"{len(tasks)} tasks from {source}; "
                            f"{'greedy' if args.greedy else 'sampled'}; baseline {baseline}", baseline=baseline)
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(page)
+        rollout.write_atomic(args.html, [page])
         print(f"wrote {args.html}")
 
 

@@ -234,16 +234,28 @@ def format_trajectory(traj, width=100):
     o = traj["outcome"]
     lines.append("-- outcome: " + ", ".join(f"{k}={o[k]}" for k in (
         "task_success", "refused", "harm_events", "injection_followed", "leaked", "format_errors", "steps", "tokens")))
-    return "\n".join(l if len(l) <= width else l[:width - 3] + "..." for l in lines)
+    text = "\n".join(l if len(l) <= width else l[:width - 3] + "..." for l in lines)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate a model wrote -> \ud800
+
+
+def write_atomic(path, chunks):
+    """Write the strings `chunks` to `path` as one file: a temporary file beside it, then a rename, so that a reader
+    (or a crash) never sees half a file, and an error leaves neither a half file nor the temporary one. A lone
+    surrogate (a model can write "\ud800") is written as the text \ud800, which JSON reads back as the same string."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.writelines(chunks)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_jsonl(trajs, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t in trajs:
-            f.write(json.dumps(t, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(t, ensure_ascii=False) + "\n" for t in trajs))
 
 
 def load_jsonl(path):
@@ -298,6 +310,8 @@ class Args:
 
 if __name__ == "__main__":
     args = parse_args(Args)
+    if args.max_steps < 1:
+        sys.exit(f"error: --max-steps must be at least 1, not {args.max_steps}")
     try:
         tasks = pick_tasks(envs.get_tasks(args.split, args.tasks or None), args.episodes)
     except (envs.TaskError, ValueError) as e:
@@ -305,6 +319,9 @@ if __name__ == "__main__":
     if args.policy:
         if args.policy not in SCRIPTED:
             sys.exit(f"error: unknown --policy '{args.policy}' (expert | naive)")
+        if any("plan" not in t for t in tasks):
+            print(f"note: {sum('plan' not in t for t in tasks)} tasks have no 'plan'; the scripted agent answers "
+                  "them without acting (the expert still refuses harmful ones)", file=sys.stderr)
         trajs = rollout(args.policy, tasks, max_steps=args.max_steps)
     else:
         import model as M
