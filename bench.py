@@ -7,10 +7,18 @@ side in the same run (interleaved, several repeats, the median reported), so a b
     python bench.py --gpu --out runs/bench_gpu.json         # CUDA only: the Qwen2.5-7B shape in 4-bit; train.py small
 
 What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both fp32 with LoRA):
+0. Rollout paths (tiny). An RL-like batch, --train-tasks x --group-size sampled episodes of up to --max-steps turns
+   of up to --new-tokens tokens (8 x 4, 6, 64: train.py's tiny preset), in one batch, through rollout.rollout on the
+   old path (kv_reuse=False: HF generate re-prefills the whole conversation every turn and keeps the
+   full-vocabulary logits) and the new one (kv_reuse=True: one KV cache per batch across turns, the sampled token's
+   log-prob only), and bare `generate` sampling --new-tokens tokens after the same 32 first prompts: seconds,
+   model tokens and tokens/s of each. kv_reuse_speedup = old seconds / new seconds; kv_reuse_vs_bare = new tokens/s
+   / bare tokens/s at the same batch size. Target: >= 0.5.
 1. Rollout overhead. The first --loop-turns turns of --episodes episodes through the real loop (rollout.Episode
-   renders the prompt; rollout._generate; Episode.add_turn parses, steps the environment and renders the tool
-   result) against bare `model.generate` on the very prompts the loop generated from, in the same batches, with the
-   same number of new tokens (greedy; eos held off until exactly --new-tokens, on both sides).
+   renders the prompt; rollout._KVBatch generates; Episode.add_turn parses, steps the environment and renders the
+   tool result) against bare `model.generate` on the very prompts the loop generated from, in the same batches, with
+   the same number of new tokens (greedy; eos held off until exactly --new-tokens, on both sides). Bare generate
+   re-prefills each turn's prompt, so with the cache reused the ratio exceeds 1 from the second turn on.
    loop_vs_generate = loop tokens/s / bare tokens/s. Target: >= 0.85.
 2. Batching. rollout.rollout of --episodes whole episodes (greedy) with batch_size=episodes against batch_size=1.
    batched_speedup = episodes/s batched / episodes/s one at a time. Target: >= 4 for tiny.
@@ -30,18 +38,21 @@ GPU (--gpu, CUDA only): a random-init model with the Qwen2.5-7B configuration wh
 Peak GPU memory of one RL step (pg_update + finish_step on --gpu-group sequences of --gpu-seq-len tokens, KL to the
 reference as in the paper preset) with micro-batches of 1 and of the paper preset's size, the latter also with the
 LM head chunked; and of generating a group of --gpu-new-tokens tokens after a prompt that fills the context to
---gpu-seq-len. Then `train.py --preset small` with --gpu-train-args as a subprocess: seconds per RL iteration and
-rollout tokens/s from its log.jsonl, before/after metrics from its summary.json. About 5-8 minutes on one H100.
+--gpu-seq-len, with HF generate keeping all logits (the old path) and through rollout._KVBatch. Then the rollout
+paths (0.) for the small preset's policy (SmolLM2-135M 4-bit + LoRA, 96-token turns). Then `train.py --preset small`
+with --gpu-train-args as a subprocess: seconds per RL iteration (target <= 6 s on an H100/H200) and rollout tokens/s
+from its log.jsonl, before/after metrics from its summary.json. About 5-8 minutes on one H100.
 It needs bitsandbytes, and for the train.py run the SmolLM2 package (see the Makefile), where it runs.
 
-JSON (--out): {"loop_vs_generate": tiny's ratio, "batched_speedup": tiny's ratio, "targets", "machine", "args",
-"models": {"tiny": {"params", "loop_vs_generate", "batching", "generate_variants", "train_step": {"none", "4bit"}},
-"smollm2-135m": {the same but generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout",
-"update", "phases_ms"}, "seconds"}; with --gpu: {"gpu": {"device", "total_gib", "qwen2.5-7b-nf4-lora",
-"train_small"}, "machine", "args", "seconds"}.
+JSON (--out): {"loop_vs_generate", "batched_speedup", "kv_reuse_speedup", "kv_reuse_vs_bare": tiny's ratios,
+"targets", "machine", "args", "models": {"tiny": {"params", "rollout_paths", "loop_vs_generate", "batching",
+"generate_variants", "train_step": {"none", "4bit"}}, "smollm2-135m": {the same but rollout_paths and
+generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout", "update", "phases_ms"}, "seconds"};
+with --gpu: {"gpu": {"device", "total_gib", "qwen2.5-7b-nf4-lora", "rollout_paths_small", "train_small"},
+"machine", "args", "seconds"}.
 
-What the profile showed (once, tiny, 16 episodes x 64-token turns, 1 thread on 2 cores busy with other jobs; the
-JSON of a full run supersedes these numbers):
+What the profile showed (once, tiny, 16 episodes x 64-token turns, 1 thread on 2 cores busy with other jobs, before
+rollout.py reused the KV cache across turns; the JSON of a full run supersedes these numbers):
 - The loop costs nothing over generate: render + parse + env took 12 ms of 5 s, and rollout._generate (log-probs
   from the returned logits) timed the same as bare generate. Generation is the rollout.
 - Generate: aten::mm 24%, aten::cat 24% (the growing KV cache is concatenated at every token), HF generate's own
@@ -182,47 +193,49 @@ def machine():
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-@contextlib.contextmanager
-def fixed_turn_length(policy, n):
-    """Every generate call on `policy` makes exactly n new tokens (eos suppressed until then, max n)."""
-    cfg = policy.generation_config
-    saved = cfg.min_new_tokens
-    cfg.min_new_tokens = n
-    try:
-        yield
-    finally:
-        cfg.min_new_tokens = saved
+def sync(policy):
+    """Wait for queued GPU work (timings on CUDA); nothing on a CPU."""
+    if policy.device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # 1. Rollout overhead: the loop against bare generate on the same prompts
 
-def loop_turns(policy, tok, tasks, turns, new_tokens):
-    """The first `turns` turns of the rollout loop over fresh episodes of `tasks` (greedy).
-    Returns (seconds, model tokens, seconds inside rollout._generate, the batches of prompts it generated from)."""
+def loop_turns(policy, tok, tasks, turns, new_tokens, fixed=True):
+    """The first `turns` turns of the rollout loop over fresh episodes of `tasks` (greedy, one batch, one KV cache:
+    rollout._KVBatch), every turn exactly new_tokens long if `fixed` (eos held off). Returns (seconds, model tokens,
+    seconds inside generation, the batches of prompts it generated from)."""
     t0 = time.perf_counter()
     with torch.profiler.record_function("render+parse+env"):
-        eps = [R.Episode(t, tok, max_steps=turns + 1) for t in tasks]
+        eps = sorted([R.Episode(t, tok, max_steps=turns + 1) for t in tasks], key=lambda e: len(e.ids))
+    batch, ends = R._KVBatch(policy, tok, len(eps)), R._end_ids(policy, tok)
     batches, n, t_gen = [], 0, 0.0
     for _ in range(turns):
-        live = sorted([e for e in eps if not e.env.done], key=lambda e: len(e.ids))  # as rollout.rollout does
-        if not live:
+        keep = [i for i, e in enumerate(eps) if not e.env.done]
+        batch.select(keep)
+        eps = [eps[i] for i in keep]
+        if not eps:
             break
-        batches.append([list(e.ids) for e in live])
+        batches.append([list(e.ids) for e in eps])
         t1 = time.perf_counter()
         with torch.profiler.record_function("generate"):
-            outs = R._generate(policy, tok, live, True, 1.0, 1.0, new_tokens)
+            outs = batch.turn(eps, tok, ends, True, 1.0, 1.0, new_tokens, new_tokens if fixed else 0)
+        sync(policy)
         t_gen += time.perf_counter() - t1
         with torch.profiler.record_function("render+parse+env"):
-            for e, out in zip(live, outs):
+            for e, out in zip(eps, outs):
                 e.add_turn(tok, *out)
                 n += len(out[1])
     return time.perf_counter() - t0, n, t_gen, batches
 
 
 @torch.no_grad()
-def bare_generate(policy, tok, batches, new_tokens, **generate_kwargs):
-    """Plain left-padded `generate` on each batch of prompts. Returns (seconds, new tokens)."""
+def bare_generate(policy, tok, batches, new_tokens, sample=False, **generate_kwargs):
+    """Plain left-padded `generate` of exactly new_tokens tokens (eos held off) after each batch of prompts, greedy
+    or sampling at temperature 1. Returns (seconds, new tokens)."""
+    kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
+    sync(policy)
     t0, n = time.perf_counter(), 0
     for prompts in batches:
         L = max(len(p) for p in prompts)
@@ -231,9 +244,10 @@ def bare_generate(policy, tok, batches, new_tokens, **generate_kwargs):
         for i, p in enumerate(prompts):
             ids[i, L - len(p):], attn[i, L - len(p):] = torch.tensor(p), 1
         out = policy.generate(input_ids=ids.to(policy.device), attention_mask=attn.to(policy.device),
-                              max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id, **generate_kwargs)
+                              max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id, **kw, **generate_kwargs)
         n += (getattr(out, "sequences", out).shape[1] - L) * len(prompts)
+    sync(policy)
     return time.perf_counter() - t0, n
 
 
@@ -241,16 +255,15 @@ def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
     policy.eval()
     _, _, _, batches = loop_turns(policy, tok, tasks[:1], 1, 2)  # warm-up (first calls pay one-time costs)
     bare_generate(policy, tok, batches, 2)
-    with fixed_turn_length(policy, new_tokens):
-        rows = []
-        for r in range(repeats):  # interleaved, the order alternating, so drift in machine load hits both sides
-            if r % 2:
-                bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
-            loop_s, loop_n, gen_s, batches = loop_turns(policy, tok, tasks, turns, new_tokens)
-            if r % 2 == 0:
-                bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
-            rows.append(dict(loop_s=loop_s, bare_s=bare_s, gen_s=gen_s, loop_tok_s=loop_n / loop_s,
-                             bare_tok_s=bare_n / bare_s, ratio=(loop_n / loop_s) / (bare_n / bare_s)))
+    rows = []
+    for r in range(repeats):  # interleaved, the order alternating, so drift in machine load hits both sides
+        if r % 2:
+            bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
+        loop_s, loop_n, gen_s, batches = loop_turns(policy, tok, tasks, turns, new_tokens)
+        if r % 2 == 0:
+            bare_s, bare_n = bare_generate(policy, tok, batches, new_tokens)
+        rows.append(dict(loop_s=loop_s, bare_s=bare_s, gen_s=gen_s, loop_tok_s=loop_n / loop_s,
+                         bare_tok_s=bare_n / bare_s, ratio=(loop_n / loop_s) / (bare_n / bare_s)))
     med = {k: median([x[k] for x in rows]) for k in rows[0]}
     return {"ratio": r2(med["ratio"]), "loop_tokens_per_s": r2(med["loop_tok_s"], 1),
             "bare_tokens_per_s": r2(med["bare_tok_s"], 1), "loop_s": r2(med["loop_s"]), "bare_s": r2(med["bare_s"]),
@@ -259,6 +272,56 @@ def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
             "in_generate_s": r2(med["gen_s"]), "outside_generate_s": r2(med["loop_s"] - med["gen_s"]),
             "episodes": len(tasks), "turns": turns, "new_tokens": new_tokens, "repeats": repeats,
             "ratios": [r2(x["ratio"]) for x in rows]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 0. Rollout paths: re-prefill every turn against one KV cache per batch, and bare generate, in an RL-like batch
+
+def rollout_paths(policy, tok, tasks, group, max_steps, new_tokens, repeats, seed=0):
+    """rollout.rollout of tasks x group sampled episodes (temperature 1, up to max_steps turns of up to new_tokens
+    tokens, one batch) on the old path (kv_reuse=False: HF generate over the whole conversation every turn, the
+    full-vocabulary logits of every new token kept) and the new one (kv_reuse=True: rollout._KVBatch), and bare
+    `generate` sampling new_tokens tokens after the same batch of first prompts. Repeats interleaved, order rotating;
+    each side's median. Both paths start from the same seed but sample differently, so token counts may differ."""
+    policy.eval()
+    B = len(tasks) * group
+    first = [[R.Episode(t, tok, max_steps).ids for t in tasks for _ in range(group)]]
+
+    def run(kv):
+        sync(policy)
+        t0 = time.perf_counter()
+        trajs = R.rollout(policy, tasks, tok, group_size=group, max_steps=max_steps, max_new_tokens=new_tokens,
+                          batch_size=B, seed=seed, progress=False, kv_reuse=kv)
+        sync(policy)
+        return time.perf_counter() - t0, sum(t["outcome"]["tokens"] for t in trajs)
+
+    sides = {"reprefill": lambda: run(False), "kv_reuse": lambda: run(True),
+             "bare_generate": lambda: bare_generate(policy, tok, first, new_tokens, sample=True)}
+    R.rollout(policy, tasks[:1], tok, max_steps=1, max_new_tokens=2, progress=False)  # warm-up
+    bare_generate(policy, tok, [first[0][:1]], 2)
+    rows = {k: [] for k in sides}
+    for r in range(repeats):
+        names = list(sides)
+        for k in names[r % 3:] + names[:r % 3]:
+            rows[k].append(sides[k]())
+    out = {k: {"s": r2(median([s for s, _ in v])), "tokens": int(median([n for _, n in v])),
+               "tokens_per_s": r2(median([n / s for s, n in v]), 1)} for k, v in rows.items()}
+    tps = {k: v["tokens_per_s"] for k, v in out.items()}
+    return {**out, "speedup": r2(median([a[0] / b[0] for a, b in zip(rows["reprefill"], rows["kv_reuse"])])),
+            "kv_reuse_vs_bare": r2(tps["kv_reuse"] / tps["bare_generate"]),
+            "reprefill_vs_bare": r2(tps["reprefill"] / tps["bare_generate"]),
+            "episodes": B, "max_steps": max_steps, "new_tokens": new_tokens, "repeats": repeats,
+            "device": str(policy.device)}
+
+
+def print_paths(label, v):
+    print(f"\nrollout paths ({label}, {v['episodes']} episodes x {v['max_steps']} turns x {v['new_tokens']} tokens, "
+          f"sampled, one batch, {v['device']}):")
+    for k in ("reprefill", "kv_reuse", "bare_generate"):
+        x = v[k]
+        print(f"  {k:<14} {x['s']:8.2f} s  {x['tokens']:7d} tokens  {x['tokens_per_s']:9.1f} tokens/s")
+    print(f"  kv_reuse / reprefill: {v['speedup']:.2f}x faster; tokens/s vs bare generate at batch {v['episodes']}: "
+          f"kv_reuse {v['kv_reuse_vs_bare']:.2f}, reprefill {v['reprefill_vs_bare']:.2f}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -291,19 +354,17 @@ def generate_variants(policy, tok, tasks, turns, new_tokens, repeats):
     variants = {"as_is": ({}, False), "static_cache": ({"cache_implementation": "static"}, False),
                 "merged_lora": ({}, True), "merged_lora+static_cache": ({"cache_implementation": "static"}, True)}
     times = {k: [] for k in list(variants) + ["prefill_only"]}
-    with fixed_turn_length(policy, new_tokens):
-        prompts = loop_turns(policy, tok, tasks, turns, new_tokens)[3][-1:]
-        for _ in range(repeats):
-            for name, (kw, merge) in variants.items():
+    prompts = loop_turns(policy, tok, tasks, turns, new_tokens)[3][-1:]
+    for _ in range(repeats):
+        for name, (kw, merge) in variants.items():
+            if merge:
+                policy.merge_adapter()
+            try:
+                times[name].append(bare_generate(policy, tok, prompts, new_tokens, **kw)[0])
+            finally:
                 if merge:
-                    policy.merge_adapter()
-                try:
-                    times[name].append(bare_generate(policy, tok, prompts, new_tokens, **kw)[0])
-                finally:
-                    if merge:
-                        policy.unmerge_adapter()
-            with fixed_turn_length(policy, 1):
-                times["prefill_only"].append(bare_generate(policy, tok, prompts, 1)[0])
+                    policy.unmerge_adapter()
+        times["prefill_only"].append(bare_generate(policy, tok, prompts, 1)[0])
     base = median(times["as_is"])
     return {"seconds": {k: r2(median(v)) for k, v in times.items()},
             "speedup": {k: r2(base / median(v)) for k, v in times.items() if k not in ("as_is", "prefill_only")},
@@ -419,7 +480,7 @@ def profile(policy, tok, args):
     tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks * args.group_size]
     policy.eval()
     with torch_profile(activities=[ProfilerActivity.CPU]) as p_roll:
-        loop_turns(policy, tok, tasks, args.max_steps, args.new_tokens)
+        loop_turns(policy, tok, tasks, args.max_steps, args.new_tokens, fixed=False)
     p_upd = torch_profile(activities=[ProfilerActivity.CPU])
     targs = rl_settings(args)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
@@ -533,7 +594,7 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     trajs = [{"ids": torch.randint(1, V, (seq_len,), generator=g).tolist(), "mask": [0] * (seq_len - own) + [1] * own,
               "logprobs": [0.0] * (seq_len - own) + [-math.log(V)] * own} for _ in range(group)]
     advs = torch.randn(group, generator=g).tolist()
-    tok = SimpleNamespace(pad_token_id=0)
+    tok = SimpleNamespace(pad_token_id=0, convert_ids_to_tokens=str, decode=lambda ids, **_: "")
     targs = T.Args(**T.PRESETS["paper"])  # kl_coef (reference forward) and micro-batch of the paper preset
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
     model.train()
@@ -565,6 +626,13 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     s, peak = cuda_peak(gen, cuda)
     out["generate_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
                              "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
+
+    def kv_turn():  # the same group through rollout._KVBatch: the sampled tokens' log-probs only, no logits kept
+        rows = [SimpleNamespace(ids=p) for p in prompt.tolist()]
+        R._KVBatch(model, tok, group).turn(rows, tok, [0], False, 1.0, 1.0, new_tokens, new_tokens)
+    s, peak = cuda_peak(kv_turn, cuda)
+    out["kv_batch_turn_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
+                                  "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
     return out
 
 
@@ -635,6 +703,8 @@ def print_table(rep):
             print(f"profile, {part}: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
     if rep.get("profile_top", {}).get("phases_ms"):
         print("phases (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["profile_top"]["phases_ms"].items()))
+    if rep["models"].get("tiny", {}).get("rollout_paths"):
+        print_paths("tiny", rep["models"]["tiny"]["rollout_paths"])
     for k, ok in rep["targets"].items():
         print(f"target {k}: {'met' if ok else 'NOT met'}")
 
@@ -650,6 +720,8 @@ def print_gpu(g):
     for k, v in q.items():
         if isinstance(v, dict):
             print(f"  7B-shape NF4 + LoRA, {k}: " + ", ".join(f"{a} {b}" for a, b in v.items()))
+    if g.get("rollout_paths_small", {}).get("kv_reuse"):
+        print_paths("smollm2-135m 4-bit + LoRA", g["rollout_paths_small"])
     t = g.get("train_small")
     if t:
         print(f"  train.py --preset small: rc {t['rc']}, {t.get('s_per_iteration')} s per RL iteration, rollout "
@@ -661,6 +733,14 @@ def print_gpu(g):
                       f"{f2(m['benign']['task_success'])}, format errors {f2(m['overall']['format_error_rate'])}")
 
 
+def small_rollout_paths(args, device):
+    """rollout_paths for the small preset's policy (SmolLM2-135M, 4-bit NF4 + LoRA) and turn length."""
+    small = T.PRESETS["small"]
+    policy, tok = M.load_policy(small["model"], quant=small["quant"], lora=True, device=device)
+    tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks]
+    return rollout_paths(policy, tok, tasks, args.group_size, args.max_steps, small["max_new_tokens"], args.repeats)
+
+
 def run_gpu(args, rep):
     if not torch.cuda.is_available():
         sys.exit("error: --gpu needs a CUDA GPU (none is visible)")
@@ -670,7 +750,16 @@ def run_gpu(args, rep):
     print(f"GPU: {rep['gpu']['device']}; the Qwen2.5-7B shape in 4-bit NF4 + LoRA ...", flush=True)
     rep["gpu"]["qwen2.5-7b-nf4-lora"] = qlora_memory(Qwen2Config(**QWEN25_7B), "cuda", args.gpu_seq_len,
                                                      args.gpu_group, args.gpu_new_tokens)
-    write(args.out, rep)  # kept if the train.py run below fails or runs out of time
+    write(args.out, rep)  # kept if a later part fails or runs out of time
+    gc.collect()
+    torch.cuda.empty_cache()
+    print("rollout paths, SmolLM2-135M 4-bit + LoRA (the small preset) ...", flush=True)
+    try:
+        rep["gpu"]["rollout_paths_small"] = small_rollout_paths(args, "cuda")
+        print_paths("smollm2-135m 4-bit + LoRA", rep["gpu"]["rollout_paths_small"])
+    except M.ModelError as e:
+        rep["gpu"]["rollout_paths_small"] = {"skipped": str(e)}
+    write(args.out, rep)
     gc.collect()
     torch.cuda.empty_cache()
     if args.gpu_train_args:
@@ -713,6 +802,10 @@ def main(argv=None):
         print(f"{label}: batching {n_eps} vs 1 ...", flush=True)
         res["batching"] = batching(policy, tok, tasks, max_steps, args.new_tokens, repeats)
         if label == "tiny":
+            print(f"tiny: rollout paths ({args.train_tasks} x {args.group_size} episodes) ...", flush=True)
+            res["rollout_paths"] = rollout_paths(policy, tok, R.pick_tasks(envs.make_split("train"), 0)[
+                :args.train_tasks], args.group_size, args.max_steps, args.new_tokens, args.repeats)
+            print_paths("tiny", res["rollout_paths"])
             print("tiny: generate variants, RL iteration shares, profile ...", flush=True)
             res["generate_variants"] = generate_variants(policy, tok, tasks, args.loop_turns, args.new_tokens, repeats)
             rep["rl_iteration"] = rl_shares(policy, tok, args)
@@ -730,9 +823,12 @@ def main(argv=None):
 
     tiny = rep["models"].get("tiny", {})
     rep["loop_vs_generate"] = tiny.get("loop_vs_generate", {}).get("ratio")
+    rep["kv_reuse_speedup"] = tiny.get("rollout_paths", {}).get("speedup")
+    rep["kv_reuse_vs_bare"] = tiny.get("rollout_paths", {}).get("kv_reuse_vs_bare")
     rep["batched_speedup"] = tiny.get("batching", {}).get("speedup")
     rep["targets"] = {"loop_vs_generate >= 0.85": (rep["loop_vs_generate"] or 0) >= 0.85,
-                      "batched_speedup >= 4 (tiny)": (rep["batched_speedup"] or 0) >= 4}
+                      "batched_speedup >= 4 (tiny)": (rep["batched_speedup"] or 0) >= 4,
+                      "kv_reuse tokens/s >= 0.5x bare generate (tiny)": (rep["kv_reuse_vs_bare"] or 0) >= 0.5}
     rep["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     rep["seconds"] = r2(time.time() - t_start, 1)
     write(args.out, rep)

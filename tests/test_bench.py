@@ -1,6 +1,7 @@
-"""Smoke tests of bench.py: the CLI in --quick mode writes the report with its two headline ratios, and the GPU
-measurement's model builder (random-init 4-bit NF4 + LoRA, from a config) works on a CPU with a tiny config.
-No timing is asserted: these numbers belong to the benchmark, not to the tests."""
+"""Smoke tests of bench.py: the CLI in --quick mode writes the report with its headline ratios (and the old vs new
+rollout paths), the rollout-path comparison on the tiny test model, and the GPU measurement's model builder
+(random-init 4-bit NF4 + LoRA, from a config) and its generation through rollout._KVBatch work on a CPU with a tiny
+config. No timing is asserted: these numbers belong to the benchmark, not to the tests."""
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ def test_quick_cli_writes_the_ratios(tmp_path, cli_env):
     proc = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rep = json.loads(out.read_text())
-    for key in ("loop_vs_generate", "batched_speedup"):
+    for key in ("loop_vs_generate", "batched_speedup", "kv_reuse_speedup", "kv_reuse_vs_bare"):
         assert isinstance(rep[key], float) and rep[key] > 0, (key, rep[key])
     tiny = rep["models"]["tiny"]
     assert set(tiny["train_step"]) == {"none", "4bit"}
@@ -33,6 +34,24 @@ def test_quick_cli_writes_the_ratios(tmp_path, cli_env):
     assert set(rep["rl_iteration"]["shares"]) == {"rollout", "judge", "update"}
     assert rep["profile_top"]["rollout"] and rep["profile_top"]["update"]
     assert "loop / bare generate" in proc.stdout  # the table
+    paths = tiny["rollout_paths"]
+    assert paths["episodes"] == 4 and all(paths[k]["tokens"] > 0 for k in ("reprefill", "kv_reuse", "bare_generate"))
+    assert "kv_reuse / reprefill" in proc.stdout
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_rollout_paths_compares_old_new_and_bare(tiny):
+    import envs
+    import rollout as R
+    model, tok = tiny
+    tasks = R.pick_tasks(envs.make_split("train"), 0)[:2]
+    res = B.rollout_paths(model, tok, tasks, group=2, max_steps=2, new_tokens=6, repeats=1)
+    assert res["episodes"] == 4 and res["device"] == "cpu"
+    for k in ("reprefill", "kv_reuse", "bare_generate"):
+        assert res[k]["s"] > 0 and 0 < res[k]["tokens"] <= 4 * 2 * 6 and res[k]["tokens_per_s"] > 0
+    assert res["bare_generate"]["tokens"] == 4 * 6  # eos held off: exactly new_tokens per row
+    assert res["speedup"] > 0 and res["kv_reuse_vs_bare"] > 0
+    B.print_paths("tiny", res)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -49,6 +68,7 @@ def test_random_4bit_model_with_lora_trains_on_cpu():
     steps = [k for k in res if k.startswith("rl_step")]
     assert len(steps) == 3 and all(res[k]["s"] > 0 for k in steps)
     assert res["generate_group"]["new_tokens"] == 8 and res["trainable_params"] > 0
+    assert res["kv_batch_turn_group"]["new_tokens"] == 8 and res["kv_batch_turn_group"]["s"] > 0
 
 
 @pytest.mark.usefixtures("one_thread")
