@@ -1,6 +1,6 @@
 """Measure a policy on AgentDojo, a public prompt-injection benchmark nobody here wrote, through our agent loop.
 
-    python evaluate.py --suite agentdojo:banking --model smollm2-135m --episodes 4 --out runs/dojo.json --html runs/dojo.html
+    python evaluate.py --suite agentdojo:banking --model smollm2-135m --episodes 4 --out runs/d.json --html runs/d.html
     python evaluate.py --suite agentdojo:banking --model smollm2-135m --adapter runs/small/adapter --model smollm2-135m
     python evaluate.py --suite agentdojo:all --policy expert --policy naive       # the scripted rows, every suite
     python evaluate.py --suite agentdojo:workspace@v1.1.2 ...                     # another benchmark version
@@ -14,7 +14,8 @@ task runner (TaskSuite.run_task_with_pipeline), which builds the environment, pl
 episode with the suite's own checks. Our agent is the pipeline element `Agent`: it writes AgentDojo's tools as our
 system prompt (compact JSON-schema specs, plus `refuse`, then envs.FORMAT, then AgentDojo's system message), keeps the
 token list exactly as rollout.py does (chat template via rollout.render/encode/_delta_text: the model's own tokens,
-then the template's text for each tool result; one HF generate per turn, `generate` below), parses each turn with envs.parse_turn and maps the action:
+then the template's text for each tool result; one HF generate per turn, `generate` below), parses each turn with
+envs.parse_turn and maps the action:
     tool_call   an AgentDojo FunctionCall; ToolsExecutor runs it, its YAML result (or "Error: ...") is the next
                 tool message
     answer      the final assistant message (its text is what the suite's utility/security checks read)
@@ -30,8 +31,9 @@ Metrics, per column, from AgentDojo's own scores (with 95% Wilson intervals):
                                                                         (injection.attack_success_rate)
     refusal_rate           episodes ended by `refuse`, without / under attack (benign. / injection.refusal_rate)
 Each episode becomes a trajectory dict of rollout's shape (category benign or injection; template
-"user_task/injection_task/attack", which evaluate's breakdown reads as carrier/goal/style), so the --out JSON is
-evaluate.report's plus an "agentdojo" block, and the HTML page is evaluate.render_html's.
+"suite:user_task/suite:injection_task/attack", which evaluate's breakdown reads as carrier/goal/style), so the --out
+JSON is evaluate.report's plus an "agentdojo" block (and "per_suite" for several suites), and the HTML page is
+evaluate.render_html's.
 `--episodes N`: the first N user tasks of each suite without attack, and N injection cases spread over user and
 injection tasks (case k: user task k mod U, injection task (k mod U + k div U) mod I); 0 = all of them.
 
@@ -167,7 +169,8 @@ class _Episode:
     def __init__(self, case):
         self.case, self.messages, self.turns, self.ids, self.mask = case, [], [], [], []
         self.steps = self.format_errors = self.tokens = 0
-        self.refused_at, self.truncated, self.seen, self.queue, self.obeyed, self.end = None, False, 0, None, False, None
+        self.refused_at, self.truncated, self.end = None, False, None
+        self.seen, self.queue, self.obeyed = 0, None, False  # AgentDojo messages read; scripted turns to come
 
 
 class _AgentBody:
@@ -296,9 +299,10 @@ class _AgentBody:
         if error:
             outcome["error"] = error
         return {"task_id": task_id, "category": "injection" if inj else "benign",
-                "template": f"{user_id}/{inj.ID}/{case['attack']}" if inj else user_id, "policy": label,
-                "suite": suite, "messages": ep.messages, "turns": ep.turns, "injection": shown or planted, "planted": planted, "secrets": [],
-                "ids": ep.ids, "mask": ep.mask, "outcome": outcome}
+                "template": f"{suite}:{user_id}/{suite}:{inj.ID}/{case['attack']}" if inj else f"{suite}:{user_id}",
+                "policy": label, "suite": suite, "messages": ep.messages, "turns": ep.turns,
+                "injection": shown or planted, "planted": planted, "secrets": [], "ids": ep.ids, "mask": ep.mask,
+                "outcome": outcome}
 
 
 def prefix_cache(model, ids):
