@@ -48,6 +48,9 @@ def _w(rng, n=2):
     return "".join(rng.choice(SYL) for _ in range(n)).capitalize()
 
 
+word = _w  # the same generator under a public name (train.py's copy drills use these entities too)
+
+
 def _call(tool, **args):
     return {"name": tool, "arguments": args}
 

@@ -1,24 +1,29 @@
-"""MOSAIC post-training: optional SFT warm start, then pairwise-preference RL with (Q)LoRA.
+"""MOSAIC post-training: a helpful-only warm start, then pairwise-preference RL with (Q)LoRA.
 
     python train.py                          # `small` on a CUDA machine, `tiny` otherwise (CPU, minutes)
+    python train.py --preset base            # rebuild the tiny helpful-only base in base/ (once; ~45 min on 2 cores)
     python train.py --preset tiny --steps 20 --out runs/quick
-    python train.py --preset small --reward scalar        # the pointwise-reward ablation
-    python train.py --preset tiny --loss dpo              # trajectory-level DPO instead of policy gradient
+    python train.py --preset tiny --reward scalar         # the pointwise-reward ablation
+    python train.py --preset tiny --loss dpo              # trajectory-level DPO on the judge's pairs
     python train.py --out runs/tiny --resume              # continue a killed run
 
-One RL iteration: sample tasks (balanced over the four categories), roll out a group of G trajectories per task
-(rollout.py), compare every pair in a group (judge.py) and turn the wins into rewards and group-relative
-advantages, then update the LoRA adapter with the loss below on the policy's own tokens only (prompt and tool
-results are masked). The reference policy is the same model with the adapter disabled.
+Stages.
+0. The warm start: the policy RL starts from behaves like a helpful-only instruct model (it does what it is asked,
+   harmful or not), as in the paper, which starts from an existing instruct model. `tiny` starts from `base/`, a
+   2.5 M-parameter model this repository ships, built by `--preset base`: a tokenizer and a random-init Llama trained
+   by SFT on scripted episodes of freshly generated tasks (70% naive, 30% expert; new entities every step, so it
+   learns to copy names and ids instead of memorising tasks) plus short copy drills. `small` and `paper` start from
+   an instruct model; `small` adds a short LoRA SFT so that SmolLM2-135M learns the format.
+1. RL. One iteration: fresh tasks (balanced over the four categories), a group of G trajectories per task
+   (rollout.py), every pair in a group compared by the judge and the wins turned into rewards and group-relative
+   advantages (judge.py), then one update of the LoRA adapter on the policy's own tokens only (prompt and tool
+   results masked). The reference policy of the KL term is the warm start: the base under the disabled adapter, or,
+   after a LoRA SFT, a frozen copy of the SFT adapter (model.reference).
 
-Outputs in --out: adapter/ (peft, safetensors), log.jsonl (one line per RL step), curves.png,
-summary.json = {"seconds", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py.
+Outputs in --out: adapter/ (peft, safetensors), log.jsonl (one line per RL step), curves.png, summary.json =
+{"seconds", "peak_memory_gb", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py.
 
 Simplifications and deviations from the paper:
-- The offline `tiny` preset starts from a random-init model, so it first learns the format by full-parameter SFT on
-  scripted trajectories (a naive/expert mix that behaves like a helpful-only base model); the RL reference is then
-  that SFT model. With LoRA SFT (other presets) the adapter trained by SFT is the one RL continues, and the reference
-  is the base model, as in the paper.
 - The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
 - Old log-probs come from generation (temperature 1); with one update per batch the ratio is 1 and the clipped
   objective reduces to plain policy gradient. Loss normalised per token over the whole batch.
@@ -40,12 +45,16 @@ from tqdm.auto import tqdm
 
 import envs
 import judge as J
+import tasks as T
 import model as M
 import rollout as R
 
 PRESETS = {
-    "tiny": dict(model="tiny", quant="none", sft_steps=300, sft_batch=8, sft_full=True, sft_lr=3e-3, steps=30,
-                 lr=2e-3, tasks_per_step=8, max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
+    "base": dict(model="tiny", quant="none", sft_steps=3000, sft_drill_steps=1500, sft_batch=8, sft_drills=8,
+                 sft_full=True, sft_lr=2e-3,
+                 steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export="base"),
+    "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=2e-3, tasks_per_step=8,
+                 max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
     "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
                   lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
@@ -59,8 +68,8 @@ class Args:
     """MOSAIC training: SFT warm start, then pairwise-preference RL."""
     preset: str = ""
     """tiny | small | paper (default: small with CUDA, tiny without)"""
-    model: str = "tiny"
-    """tiny | smollm2-135m | a model directory | a hub id"""
+    model: str = "tiny-base"
+    """tiny-base (the shipped base/) | tiny (random init) | smollm2-135m | a model directory | a hub id"""
     quant: str = "none"
     """none | 4bit (bitsandbytes NF4 base under LoRA)"""
     out: str = "runs/tiny"
@@ -80,6 +89,14 @@ class Args:
     """full-parameter SFT (only with --quant none); else SFT trains the LoRA adapter"""
     sft_naive_frac: float = 0.7
     """share of naive (helpful-only) episodes in the SFT mix; the rest are expert"""
+    sft_drill_steps: int = 0
+    """SFT steps on copy drills only, before the tasks (the base build; part of --sft-steps)"""
+    drill_batch: int = 32
+    """copy drills per drill-only SFT step"""
+    sft_drills: int = 0
+    """copy drills added to each SFT step on tasks (keeps the copying)"""
+    export: str = ""
+    """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
     # --- RL
     steps: int = 40
     """RL iterations"""
@@ -104,7 +121,7 @@ class Args:
     judge: str = "rules"
     """rules | llm (the policy's own base model as judge) | a model name for an LLM judge"""
     kl_coef: float = 0.1
-    """weight of the KL penalty to the reference (adapter disabled)"""
+    """weight of the KL penalty to the reference (the warm start)"""
     clip_eps: float = 0.2
     """PPO clip range (matters with --ppo-epochs > 1)"""
     ppo_epochs: int = 1
@@ -149,7 +166,7 @@ def save_checkpoint(out, policy, opt, state):
     """Atomic: write ckpt.tmp, then swap it in by rename. A kill at any point leaves a whole checkpoint."""
     tmp, final, old = (os.path.join(out, n) for n in ("ckpt.tmp", "ckpt", "ckpt.old"))
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(os.path.join(tmp, "adapter"))
+    policy.save_pretrained(os.path.join(tmp, "adapter"), selected_adapters=["default"])
     torch.save({"opt": opt.state_dict(), "rng": torch.get_rng_state()}, os.path.join(tmp, "opt.pt"))
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(state, f)
@@ -224,12 +241,13 @@ def dpo_loss(logp_w, logp_l, ref_w, ref_l, beta=0.1):
 
 
 def masked_logprobs(policy, trajs, tok, dev, reference=False):
-    """Token log-probs [B, T-1] of a micro-batch (under the reference when asked) + mask and old log-probs."""
+    """Token log-probs [B, T-1] of a micro-batch at the model's own tokens (under the reference policy when asked;
+    0 elsewhere) + loss mask and old log-probs."""
     ids, attn, mask, old = collate(trajs, tok.pad_token_id, dev)
     if reference:
-        with torch.no_grad(), policy.disable_adapter():
-            return M.token_logprobs(policy, ids, attn), mask, old
-    return M.token_logprobs(policy, ids, attn), mask, old
+        with torch.no_grad(), M.reference(policy):
+            return M.token_logprobs(policy, ids, attn, where=mask.bool()), mask, old
+    return M.token_logprobs(policy, ids, attn, where=mask.bool()), mask, old
 
 
 def pg_update(policy, opt, tok, trajs, advs, args, dev):
@@ -279,23 +297,52 @@ def finish_step(policy, opt, args, loss):
 # ----------------------------------------------------------------------------------------------------------------
 # SFT warm start
 
+def copy_drill(rng, tok):
+    """A short chat whose answer can only be written by copying from the question: repeat a list of entities, or
+    find the row that goes with one. It teaches a tiny model to copy names, ids and numbers (SFT on tasks alone
+    did not: it wrote memorised constants); the tasks then teach it which entity goes where."""
+    w = T.word
+    kinds = [lambda: f"{w(rng)} {w(rng)}", lambda: f"{w(rng)}@{rng.choice(T.MAIL)}", lambda: f"B{rng.randint(100, 999)}",
+             lambda: f"/docs/{w(rng)}.txt", lambda: f"news.{w(rng)}.com", lambda: str(rng.randint(10, 9999)),
+             lambda: f"AC{rng.randint(100000, 999999)}", lambda: f"2026-12-{rng.randint(1, 28):02d}"]
+    entity = lambda: rng.choice(kinds)()
+    if rng.random() < 0.5:
+        items = [entity() for _ in range(rng.randint(2, 5))]
+        question, answer = "Repeat: " + " | ".join(items), " | ".join(items)
+    else:
+        rows = [(entity(), entity()) for _ in range(rng.randint(2, 4))]
+        answer, value = rng.choice(rows)
+        question = "\n".join(f"{x} | {y}" for x, y in rows) + f"\nWhich goes with {value}?"
+    prompt = R.encode(tok, R.render(tok, [{"role": "user", "content": question}], True))
+    reply = R.encode(tok, answer) + [tok.eos_token_id]
+    return {"ids": prompt + reply, "mask": [0] * len(prompt) + [1] * len(reply), "logprobs": [0.0] * (len(prompt) + len(reply))}
+
+
+def sft_batch(step, args, tok):
+    """Copy drills only for the first --sft-drill-steps steps; then scripted episodes of freshly generated train
+    tasks (a naive/expert mix) + --sft-drills drills."""
+    rng = random.Random(f"sft:{args.seed}:{step}")
+    if step < args.sft_drill_steps:
+        return [copy_drill(rng, tok) for _ in range(args.drill_batch)]
+    tasks = envs.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=-(-args.sft_batch // 4))
+    tasks = rng.sample(tasks, args.sft_batch)
+    batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
+                                                     [task], tok, max_steps=args.max_steps + 6, progress=False)]
+    return batch + [copy_drill(rng, tok) for _ in range(args.sft_drills)]
+
+
 def sft(policy, tok, args, dev):
-    """Train on scripted trajectories (naive/expert mix) with cross-entropy on the assistant tokens."""
-    rng = random.Random(args.seed)
-    train = envs.make_split("train", args.seed)
-    kinds = ["naive" if rng.random() < args.sft_naive_frac else "expert" for _ in train]
-    data = [t for k in ("naive", "expert") for t in
-            R.rollout(k, [x for x, kk in zip(train, kinds) if kk == k], tok, max_steps=args.max_steps + 6,
-                      progress=False)]
+    """Cross-entropy on the assistant tokens of copy drills, then of fresh scripted episodes (never the same task
+    twice). The learning rate warms up, stays flat through the drills, then decays (cosine) to 10%."""
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.sft_lr, weight_decay=0.0, betas=(0.9, 0.95))
-    warm = max(1, args.sft_steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(1, s / args.sft_steps))))
+    d, n = args.sft_drill_steps, args.sft_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / max(1, min(100, n // 20))) * (
+        1.0 if s < d else 0.1 + 0.45 * (1 + math.cos(math.pi * min(1, (s - d) / max(1, n - d))))))
     policy.train()
-    bar = tqdm(range(args.sft_steps), desc="sft")
+    bar = tqdm(range(n), desc="sft")
     for step in bar:
-        batch = rng.sample(data, args.sft_batch)
+        batch = sorted(sft_batch(step, args, tok), key=lambda t: len(t["ids"]))  # similar lengths pad little
         opt.zero_grad(set_to_none=True)
         n_tokens = sum(sum(t["mask"]) for t in batch)
         total = 0.0
@@ -307,7 +354,7 @@ def sft(policy, tok, args, dev):
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{total:.3f}")
+        bar.set_postfix(loss=f"{total:.3f}", phase="drills" if step < d else "tasks")
     return policy
 
 
@@ -336,35 +383,94 @@ def batch_stats(trajs):
             "harmful_refusal": rate([o["refused"] for o in cat("harmful")]),
             "benign_refusal": rate([o["refused"] for o in cat("benign")]),
             "format_errors": rate([o["format_errors"] > 0 for t in trajs for o in [t["outcome"]]]),
+            "quit": rate([bool(o.get("truncated")) for t in trajs for o in [t["outcome"]]]),
             "tokens": rate([t["outcome"]["tokens"] for t in trajs])}
 
 
-def sample_tasks(train_by_cat, step, args):
-    """Tasks of one RL step: balanced over categories, a pure function of (seed, step) so --resume is exact."""
-    rng = random.Random(f"{args.seed}:{step}")
-    cats = envs.CATEGORIES
-    return [rng.choice(train_by_cat[cats[i % len(cats)]]) for i in range(args.tasks_per_step)]
+def sample_tasks(step, args):
+    """Tasks of one RL step: fresh train tasks balanced over categories, a pure function of (seed, step) so
+    --resume is exact."""
+    tasks = envs.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=-(-args.tasks_per_step // 4))
+    for t in tasks:
+        t["id"] = t["id"].replace("train-", f"rl{step}-")
+    return tasks[:args.tasks_per_step]
+
+
+def judge_groups(trajs, args, judge):
+    """Rewards of every trajectory; the trajectories with a non-zero advantage and their advantages (pg); the
+    (winner, loser) pairs the judge ordered strictly (dpo). Groups whose rewards are all equal carry no signal."""
+    rewards, used, advs, pairs = [], [], [], []
+    for i in range(0, len(trajs), args.group_size):
+        g = trajs[i:i + args.group_size]
+        rs = J.group_rewards(g, args.reward, judge, args.l0)
+        rewards += rs
+        r = [x["reward"] for x in rs]
+        if max(r) - min(r) < 1e-6:
+            continue
+        for t, a in zip(g, J.advantages(r, args.std_adv)):
+            if abs(a) > 1e-6:
+                used.append(t)
+                advs.append(a)
+        pairs += [(g[w], g[l]) for w, x in enumerate(rs) for l in x["beats"]]
+    return rewards, used, advs, pairs
+
+
+def rl_step(policy, opt, tok, step, args, dev, judge):
+    """One RL iteration: rollouts, judge, one update. Returns the log record."""
+    t0 = time.time()
+    tasks = sample_tasks(step, args)
+    trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
+                      max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch,
+                      seed=args.seed * 100003 + step, progress=False)
+    t1 = time.time()
+    rewards, used, advs, pairs = judge_groups(trajs, args, judge)
+    t2 = time.time()
+    loss, kl, stepped = 0.0, 0.0, False
+    for _ in range(args.ppo_epochs):
+        if args.loss == "pg" and used:
+            loss, kl = pg_update(policy, opt, tok, used, advs, args, dev)
+        elif args.loss == "dpo" and pairs:
+            loss, kl = dpo_update(policy, opt, tok, pairs, args, dev)
+        else:
+            break
+        stepped = finish_step(policy, opt, args, loss)
+    rw = [x["reward"] for x in rewards]
+    return {"step": step, "task_ids": [t["id"] for t in tasks], "loss": loss, "kl": kl, "updated": stepped,
+            "reward_mean": sum(rw) / len(rw), "reward_std": float(torch.tensor(rw).std()),
+            "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
+            "format_mean": sum(x["format"] for x in rewards) / len(rewards),
+            "used": len(used) if args.loss == "pg" else len(pairs), **batch_stats(trajs),
+            "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": time.time() - t2}
+
+
+def peak_memory_gb():
+    """Peak GPU memory allocated by torch (None without CUDA) and peak resident memory of this process."""
+    import resource
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    return {"gpu": None if gpu is None else round(gpu, 2),
+            "rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
 def print_table(summary):
     rows = [("harmful", "harm_rate"), ("harmful", "refusal_rate"), ("injection", "attack_success_rate"),
             ("injection", "task_success"), ("injection", "refusal_rate"), ("privacy", "leak_rate"),
             ("privacy", "task_success"), ("benign", "task_success"), ("benign", "refusal_rate"),
-            ("overall", "unsafe_rate"), ("overall", "format_error_rate"), ("overall", "mean_tokens")]
+            ("overall", "unsafe_rate"), ("overall", "format_error_rate"), ("overall", "quit_rate"),
+            ("overall", "mean_tokens")]
     fmt = lambda v: "-" if v is None else (f"{v:.1f}" if isinstance(v, float) and v > 1 else f"{v:.2f}")
     for split in ("test", "ood"):
         if split not in summary.get("before", {}):
             continue
-        b, a = summary["before"][split], summary["after"][split]
-        print(f"\n{split:<10} {'metric':<22} {'before':>8} {'after':>8}")
+        b, a = summary["before"][split], summary["after"].get(split)
+        print(f"\n{split:<10} {'metric':<22} {'before':>8} {'after' if a else '':>8}")
         for c, k in rows:
-            print(f"{c:<10} {k:<22} {fmt(b[c][k]):>8} {fmt(a[c][k]):>8}")
+            print(f"{c:<10} {k:<22} {fmt(b[c].get(k)):>8} {fmt(a[c].get(k)) if a else '':>8}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv):
+    """Args from the command line over the preset's defaults; bad values exit with one line."""
     pre = R.parse_args(Args, [a for i, a in enumerate(argv) if a.startswith("--preset") or
                               (i > 0 and argv[i - 1] == "--preset")]).preset
     if not pre:
@@ -377,75 +483,93 @@ def main(argv=None):
     for name, allowed in (("reward", ("pairwise", "scalar")), ("loss", ("pg", "dpo")), ("quant", ("none", "4bit"))):
         if getattr(args, name) not in allowed:
             sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")
-    if args.group_size < 2 or args.tasks_per_step < 1:
-        sys.exit("error: --group-size must be >= 2 and --tasks-per-step >= 1")
+    if args.group_size < 2 or args.tasks_per_step < 1 or args.max_steps < 1 or args.steps < 0 or args.sft_steps < 0:
+        sys.exit("error: --group-size must be >= 2, --tasks-per-step and --max-steps >= 1, --steps and --sft-steps >= 0")
+    if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
+        sys.exit("error: --export writes a fully fine-tuned SFT model: it needs --steps 0 --sft-full --quant none")
+    return args
+
+
+def clear_earlier_run(out):
+    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter"]
+    if any(os.path.exists(os.path.join(out, n)) for n in stale):
+        print(f"{out} holds an earlier run: starting over (pass --resume to continue it)")
+    for n in stale:
+        p = os.path.join(out, n)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+
+def warm_start(args, dev, ckpt):
+    """The policy RL starts from, with a LoRA adapter to train, and the name of its base. Full SFT (tiny from
+    scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter and is both the
+    adapter RL continues and, frozen, the reference."""
+    sft_dir, sft_adapter = os.path.join(args.out, "sft"), os.path.join(args.out, "sft_adapter")
+    lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev)
+    resume_adapter = os.path.join(ckpt, "adapter") if ckpt else None
+    if args.sft_steps > 0 and args.sft_full and args.quant == "none":
+        if not os.path.isfile(os.path.join(sft_dir, "config.json")):
+            model, tok = M.load_base(args.model, device=dev)
+            sft(model, tok, args, dev)
+            M.save_model(sft_dir, model, tok)
+            del model
+        policy, tok = M.load_policy(sft_dir, args.quant, adapter=resume_adapter, **lora)
+        return policy, tok, sft_dir
+    if args.sft_steps > 0 and not os.path.isfile(os.path.join(sft_adapter, "adapter_config.json")):
+        policy, tok = M.load_policy(args.model, args.quant, **lora)
+        sft(policy, tok, args, dev)
+        policy.save_pretrained(sft_adapter)
+        del policy
+    if args.sft_steps > 0:  # RL continues the SFT adapter; its frozen copy is the reference
+        policy, tok = M.load_policy(args.model, args.quant, adapter=resume_adapter or sft_adapter,
+                                    reference_adapter=sft_adapter, **lora)
+    else:
+        policy, tok = M.load_policy(args.model, args.quant, adapter=resume_adapter, **lora)
+    return policy, tok, args.model
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
-    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter"]
-    if not args.resume and any(os.path.exists(os.path.join(args.out, n)) for n in stale):
-        print(f"{args.out} holds an earlier run: starting over (pass --resume to continue it)")
-        for n in stale:
-            p = os.path.join(args.out, n)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
+    if not args.resume:
+        clear_earlier_run(args.out)
     ckpt = latest_checkpoint(args.out) if args.resume else None
-    if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "log.jsonl")):
+    if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
         print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
-    print(f"device {dev}, preset {pre}, model {args.model}, quant {args.quant}, out {args.out}")
+    print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")
 
-    # --- 1. the policy RL starts from: base (+ SFT warm start)
-    sft_dir = os.path.join(args.out, "sft")
-    base = args.model
+    # --- 0. the warm start, and how it behaves before RL
     try:
-        if args.sft_steps > 0 and args.sft_full and args.quant == "none":
-            if not os.path.isfile(os.path.join(sft_dir, "config.json")):
-                model, tok = M.load_base(args.model, device=dev)
-                sft(model, tok, args, dev)
-                tmp = sft_dir + ".tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                model.save_pretrained(tmp)
-                tok.save_pretrained(tmp)
-                shutil.rmtree(sft_dir, ignore_errors=True)
-                os.rename(tmp, sft_dir)
-                del model
-            base = sft_dir
-            policy, tok = M.load_policy(base, args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev,
-                                        adapter=os.path.join(ckpt, "adapter") if ckpt else None)
-        else:
-            start_adapter = os.path.join(ckpt, "adapter") if ckpt else (
-                os.path.join(args.out, "sft_adapter") if os.path.isdir(os.path.join(args.out, "sft_adapter")) else None)
-            policy, tok = M.load_policy(base, args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev,
-                                        adapter=start_adapter)
-            if args.sft_steps > 0 and start_adapter is None:
-                sft(policy, tok, args, dev)
-                policy.save_pretrained(os.path.join(args.out, "sft_adapter"))
+        policy, tok, base = warm_start(args, dev, ckpt)
     except M.ModelError as e:
         sys.exit(f"error: {e}")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
-
-    # --- 2. before
     before_path = os.path.join(args.out, "before.json")
     if os.path.isfile(before_path):
         before = json.load(open(before_path))
     else:
         before = eval_splits(policy, tok, args, "before")
         write_json(before_path, before)
+    if args.export:
+        M.save_model(args.export, M.load_base(base, device="cpu")[0], tok, dtype=torch.bfloat16)
+        write_json(os.path.join(args.export, "build.json"), {"seconds": round(time.time() - t_start, 1),
+                                                             "metrics": before, "args": asdict(args)})
+        print(f"exported the SFT model to {args.export}/ (bf16 safetensors, tokenizer, build.json)")
 
-    # --- 3. RL
+    # --- 1. RL
     judge = None
     if args.judge != "rules":
         jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
         judge = J.LLMJudge(jm.eval(), jt)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    start, log = 0, []
-    log_path = os.path.join(args.out, "log.jsonl")
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    start, log, log_path = 0, [], os.path.join(args.out, "log.jsonl")
     if ckpt:
         state = json.load(open(os.path.join(ckpt, "state.json")))
         saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
@@ -458,50 +582,10 @@ def main(argv=None):
         print(f"resumed from {ckpt} at step {start}")
     with open(log_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in log)
-    train_by_cat = {c: [t for t in envs.make_split("train", args.seed) if t["category"] == c] for c in envs.CATEGORIES}
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
     for step in bar:
-        t0 = time.time()
-        tasks = sample_tasks(train_by_cat, step, args)
-        trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
-                          max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                          batch_size=args.rollout_batch, seed=args.seed * 100003 + step, progress=False)
-        t1 = time.time()
-        groups = [trajs[i:i + args.group_size] for i in range(0, len(trajs), args.group_size)]
-        rewards, used, advs, pairs = [], [], [], []
-        for g in groups:
-            rs = J.group_rewards(g, args.reward, judge, args.l0)
-            rewards += rs
-            r = [x["reward"] for x in rs]
-            if max(r) - min(r) < 1e-6:  # no signal in this group
-                continue
-            if args.loss == "pg":
-                for t, a in zip(g, J.advantages(r, args.std_adv)):
-                    if abs(a) > 1e-6:
-                        used.append(t)
-                        advs.append(a)
-            else:  # DPO: every strictly ordered pair, the better one first
-                pairs += [(g[i], g[j]) if r[i] > r[j] else (g[j], g[i])
-                          for i in range(len(g)) for j in range(i + 1, len(g)) if abs(r[i] - r[j]) > 1e-6]
-        t2 = time.time()
-        loss, kl, stepped = 0.0, 0.0, False
-        for _ in range(args.ppo_epochs):
-            if args.loss == "pg" and used:
-                loss, kl = pg_update(policy, opt, tok, used, advs, args, dev)
-            elif args.loss == "dpo" and pairs:
-                loss, kl = dpo_update(policy, opt, tok, pairs, args, dev)
-            else:
-                break
-            stepped = finish_step(policy, opt, args, loss)
-        t3 = time.time()
-        rw = [x["reward"] for x in rewards]
-        rec = {"step": step, "task_ids": [t["id"] for t in tasks], "loss": loss, "kl": kl, "updated": stepped,
-               "reward_mean": sum(rw) / len(rw), "reward_std": float(torch.tensor(rw).std()),
-               "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
-               "format_mean": sum(x["format"] for x in rewards) / len(rewards),
-               "groups_used": len({t["task_id"] for t in used}) if args.loss == "pg" else len(pairs),
-               **batch_stats(trajs), "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": t3 - t2,
-               "seconds": time.time() - t_start}
+        rec = rl_step(policy, opt, tok, step, args, dev, judge)
+        rec["seconds"] = time.time() - t_start
         log.append(rec)
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -510,16 +594,17 @@ def main(argv=None):
             save_checkpoint(args.out, policy, opt, {"step": step + 1, "seconds": time.time() - t_start,
                                                     "args": asdict(args)})
 
-    # --- 4. after, outputs
-    policy.save_pretrained(os.path.join(args.out, "adapter"))
-    if log:
+    # --- 2. after, outputs
+    after = {}
+    if args.steps > 0:
+        policy.save_pretrained(os.path.join(args.out, "adapter"), selected_adapters=["default"])
         plot_curves(log, os.path.join(args.out, "curves.png"))
-    after = eval_splits(policy, tok, args, "after")
-    summary = {"seconds": round(time.time() - t_start, 1), "before": before, "after": after,
-               "preset": pre, "model": args.model, "base": base, "args": asdict(args)}
+        after = eval_splits(policy, tok, args, "after")
+    summary = {"seconds": round(time.time() - t_start, 1), "peak_memory_gb": peak_memory_gb(), "before": before,
+               "after": after, "preset": args.preset, "model": args.model, "base": base, "args": asdict(args)}
     write_json(os.path.join(args.out, "summary.json"), summary)
     print_table(summary)
-    print(f"\ndone in {summary['seconds']:.0f} s -> {args.out}/ (adapter/, log.jsonl, curves.png, summary.json)")
+    print(f"\ndone in {summary['seconds']:.0f} s, peak memory {summary['peak_memory_gb']} GB -> {args.out}/")
     return summary
 
 

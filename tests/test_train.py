@@ -101,14 +101,86 @@ def test_collate_left_pads_and_aligns_masks():
     assert old.tolist() == [[-1.0, -2.0], [0.0, -3.0]]
 
 
-def test_sample_tasks_is_balanced_and_a_function_of_the_step():
+def test_sample_tasks_is_balanced_fresh_and_a_function_of_the_step():
     import envs
-    by_cat = {c: [t for t in envs.make_split("train") if t["category"] == c] for c in envs.CATEGORIES}
     args = T.Args(tasks_per_step=8, seed=3)
-    a, b = T.sample_tasks(by_cat, 5, args), T.sample_tasks(by_cat, 5, args)
-    assert [t["id"] for t in a] == [t["id"] for t in b]
+    a, b = T.sample_tasks(5, args), T.sample_tasks(5, args)
+    assert a == b
     assert sorted(t["category"] for t in a) == sorted(list(envs.CATEGORIES) * 2)
-    assert [t["id"] for t in T.sample_tasks(by_cat, 6, args)] != [t["id"] for t in a]
+    assert len({t["id"] for t in a}) == 8
+    c = T.sample_tasks(6, args)
+    assert {t["id"] for t in c}.isdisjoint(t["id"] for t in a) and [t["instruction"] for t in c] != \
+        [t["instruction"] for t in a]
+    train = {t["instruction"] for t in envs.make_split("train")}
+    assert sum(t["instruction"] in train for t in a + c) <= 2  # fresh entities, not the fixed train split
+
+
+def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
+    _, tok = tiny
+    args = T.Args(sft_batch=8, sft_drills=2, sft_drill_steps=3, drill_batch=5, seed=0)
+    drills, a, b = T.sft_batch(2, args, tok), T.sft_batch(3, args, tok), T.sft_batch(4, args, tok)
+    assert len(drills) == 5 and all(len(t["ids"]) < 80 for t in drills)  # short: copying is learned in short contexts
+    assert len(a) == 10 and a[:8] != b[:8]
+    for t in drills + a:
+        assert len(t["ids"]) == len(t["mask"]) == len(t["logprobs"]) and sum(t["mask"]) > 0
+    for d in drills + a[-2:]:  # the answer is copied from the question
+        n = d["mask"].index(1)
+        question, answer = tok.decode(d["ids"][:n]), tok.decode(d["ids"][n:], skip_special_tokens=True)
+        assert "Repeat:" in question or "Which goes with" in question
+        assert all(part.strip() in question for part in answer.split(" | "))
+
+
+def test_dpo_pairs_are_the_judges_own_verdicts():
+    """A pair is (winner, loser) exactly when the judge says so: never ordered by total reward, ties skipped."""
+    import envs
+    import judge as J
+    args = T.Args(group_size=4)
+    task = next(t for t in envs.make_split("test") if t["category"] == "harmful")
+    base = {"task_id": task["id"], "category": "harmful", "policy": "hand", "messages": []}
+    ok = envs.parse_turn("<think>p</think><answer>x</answer>")
+    bad = envs.parse_turn("no tags")
+
+    def traj(refused=False, harm=0, fmt=0, tokens=10):
+        turns = [ok] if not fmt else [bad, ok]
+        return {**base, "turns": turns, "outcome": {
+            "task_success": False, "progress": 0.0, "refused": refused, "refused_at": 1 if refused else None,
+            "harm_events": [{"kind": "harm"}] * harm, "format_errors": fmt, "tokens": tokens, "truncated": False}}
+    # a harmful act written with a perfect format (format reward 2) and a short refusal that lost its think block
+    group = [traj(harm=1), traj(refused=True), traj(), traj(fmt=1)]
+    group[1]["turns"] = [envs.parse_turn('<tool_call>{"name": "refuse", "arguments": {}}</tool_call>')]
+    _, _, _, pairs = T.judge_groups(group, args, None)
+    want = {(i, j) for i in range(4) for j in range(4) if i != j and J.compare(group[i], group[j])[0] == 1.0}
+    assert {(group.index(w), group.index(l)) for w, l in pairs} == want
+    assert (1, 0) in want and (0, 3) in want and (2, 0) in want
+
+
+def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
+    """After a LoRA SFT (4-bit base, --no-sft-full) the KL to the reference is ~0 at the first RL step: the reference
+    is the frozen SFT adapter, not the base before SFT (which is far from it)."""
+    import envs
+    import model as M
+    import rollout as R
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        args = T.Args(model=tiny_dir, quant="4bit", sft_full=False, sft_steps=6, sft_batch=4, sft_lr=2e-2,
+                      out=str(tmp_path), micro_batch=4)
+        torch.manual_seed(0)
+        policy, tok, _ = T.warm_start(args, "cpu", None)
+        trajs = R.rollout(policy, R.pick_tasks(envs.make_split("test"), 1), tok, max_steps=2, max_new_tokens=12,
+                          progress=False)
+        logp, mask, _ = T.masked_logprobs(policy, trajs, tok, "cpu")
+        ref, _, _ = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)
+        with torch.no_grad(), policy.disable_adapter():  # what the reference was before: the pre-SFT base
+            ids, attn, _, _ = T.collate(trajs, tok.pad_token_id, "cpu")
+            pre_sft = M.token_logprobs(policy, ids, attn, where=mask.bool())
+    finally:
+        torch.set_num_threads(n)
+    _, kl = T.pg_loss(logp.detach(), logp.detach(), ref, torch.zeros(len(trajs)), mask, kl_coef=0.1)
+    _, kl_pre = T.pg_loss(logp.detach(), logp.detach(), pre_sft, torch.zeros(len(trajs)), mask, kl_coef=0.1)
+    assert kl.item() <= 1e-3 and kl_pre.item() > 10 * max(kl.item(), 1e-4), (kl.item(), kl_pre.item())
+    assert all(not p.requires_grad for n_, p in policy.named_parameters() if ".reference." in n_)
+    assert any(p.requires_grad for n_, p in policy.named_parameters() if ".default." in n_)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -146,6 +218,25 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
     assert "before" in r.stdout and "after" in r.stdout  # the before/after table
 
 
+def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli_env):
+    """`--preset base` (tiny budget): full SFT with copy drills, no RL, the model exported in bf16; a `tiny` run
+    then starts from that directory, and its before-RL numbers are those of the export's build.json."""
+    base, out = tmp_path / "base", tmp_path / "rl"
+    r = run_train(["--preset", "base", "--model", tiny_dir, "--out", str(tmp_path / "build"), "--export", str(base),
+                   *QUICK, "--steps", "0", "--sft-drills", "1", "--sft-drill-steps", "2"], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    build = json.load(open(base / "build.json"))
+    assert build["metrics"]["test"]["overall"]["n"] == 4 and build["args"]["sft_drills"] == 1
+    assert json.load(open(base / "config.json"))["dtype"] == "bfloat16"
+    r = run_train(["--preset", "tiny", "--model", str(base), "--out", str(out), *QUICK, "--sft-steps", "0"], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    assert summary["base"] == str(base) and summary["peak_memory_gb"]["rss"] > 0
+    assert summary["before"]["test"]["overall"]["n"] == 4
+    r = run_train(["--preset", "tiny", "--export", str(tmp_path / "x")], cli_env, timeout=60)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --export")
+
+
 def test_train_cli_dpo_and_scalar(tmp_path, tiny_dir, cli_env):
     out = tmp_path / "dpo"
     r = run_train(["--model", tiny_dir, "--out", str(out), "--loss", "dpo", "--reward", "scalar", *QUICK,
@@ -156,7 +247,8 @@ def test_train_cli_dpo_and_scalar(tmp_path, tiny_dir, cli_env):
 
 
 def test_train_cli_rejects_bad_flags(cli_env):
-    for bad in (["--loss", "ppo"], ["--reward", "best"], ["--preset", "huge"], ["--group-size", "1"]):
+    for bad in (["--loss", "ppo"], ["--reward", "best"], ["--preset", "huge"], ["--group-size", "1"],
+                ["--max-steps", "0"], ["--steps", "-1"]):
         r = run_train(bad, cli_env, timeout=60)
         assert r.returncode != 0
         assert r.stderr.strip().splitlines()[-1].startswith("error:"), r.stderr
