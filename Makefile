@@ -20,10 +20,13 @@ run: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m pytest -q tests
 
+base: $(VENV_STAMP)       # rebuild the shipped tiny base in base/ (under an hour on 2 CPU cores)
+	$(PY) train.py --preset base
+
 seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the three summaries side by side
 	$(PY) sweep.py
 
 ablations: $(VENV_STAMP)  # + --reward scalar and --loss dpo on the same seeds and budget
 	$(PY) sweep.py --ablations
 
-.PHONY: install run test seeds ablations
+.PHONY: install run test base seeds ablations

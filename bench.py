@@ -429,9 +429,8 @@ def rl_settings(args):
 
 
 def rl_iteration(policy, tok, targs, opt, step=0, profiler=None):
-    by_cat = {c: [t for t in envs.make_split("train") if t["category"] == c] for c in envs.CATEGORIES}
     t0 = time.perf_counter()
-    trajs = R.rollout(policy, T.sample_tasks(by_cat, step, targs), tok, group_size=targs.group_size,
+    trajs = R.rollout(policy, T.sample_tasks(step, targs), tok, group_size=targs.group_size,
                       temperature=targs.temperature, max_steps=targs.max_steps, max_new_tokens=targs.max_new_tokens,
                       seed=step, progress=False)
     t1 = time.perf_counter()

@@ -52,7 +52,7 @@ import rollout as R
 PRESETS = {
     "base": dict(model="tiny", quant="none", sft_steps=3000, sft_drill_steps=1500, sft_batch=8, sft_drills=8,
                  sft_full=True, sft_lr=2e-3,
-                 steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export="base"),
+                 steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=2e-3, tasks_per_step=8,
                  max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
     "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
@@ -355,6 +355,8 @@ def sft(policy, tok, args, dev):
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{total:.3f}", phase="drills" if step < d else "tasks")
+        if args.export and (step + 1) % 250 == 0 and step + 1 < n:  # a long build: a snapshot to evaluate meanwhile
+            M.save_model(os.path.join(args.out, "sft_snapshot"), policy, tok)
     return policy
 
 
@@ -552,16 +554,23 @@ def main(argv=None):
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")
+    build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
+    same_eval = ("eval_episodes", "max_steps", "max_new_tokens")
     if os.path.isfile(before_path):
         before = json.load(open(before_path))
+    elif os.path.isfile(build) and args.sft_steps == 0 and all(  # a shipped base carries its own numbers
+            json.load(open(build))["args"].get(k) == getattr(args, k) for k in same_eval):
+        before = json.load(open(build))["metrics"]
+        write_json(before_path, before)
+        print(f"before RL: the numbers of {build} (same evaluation settings; the fresh LoRA adapter changes nothing)")
     else:
         before = eval_splits(policy, tok, args, "before")
         write_json(before_path, before)
     if args.export:
-        M.save_model(args.export, M.load_base(base, device="cpu")[0], tok, dtype=torch.bfloat16)
+        M.save_model(args.export, M.load_base(base, device="cpu")[0], tok)  # fp32: exactly the model evaluated
         write_json(os.path.join(args.export, "build.json"), {"seconds": round(time.time() - t_start, 1),
                                                              "metrics": before, "args": asdict(args)})
-        print(f"exported the SFT model to {args.export}/ (bf16 safetensors, tokenizer, build.json)")
+        print(f"exported the SFT model to {args.export}/ (safetensors, tokenizer, build.json)")
 
     # --- 1. RL
     judge = None

@@ -119,7 +119,7 @@ def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
     _, tok = tiny
     args = T.Args(sft_batch=8, sft_drills=2, sft_drill_steps=3, drill_batch=5, seed=0)
     drills, a, b = T.sft_batch(2, args, tok), T.sft_batch(3, args, tok), T.sft_batch(4, args, tok)
-    assert len(drills) == 5 and all(len(t["ids"]) < 80 for t in drills)  # short: copying is learned in short contexts
+    assert len(drills) == 5 and max(len(t["ids"]) for t in drills) < min(len(t["ids"]) for t in a[:8])  # short
     assert len(a) == 10 and a[:8] != b[:8]
     for t in drills + a:
         assert len(t["ids"]) == len(t["mask"]) == len(t["logprobs"]) and sum(t["mask"]) > 0
@@ -219,20 +219,19 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
 
 
 def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli_env):
-    """`--preset base` (tiny budget): full SFT with copy drills, no RL, the model exported in bf16; a `tiny` run
-    then starts from that directory, and its before-RL numbers are those of the export's build.json."""
+    """`--preset base` (tiny budget): full SFT with copy drills, no RL, the model exported; a `tiny` run then starts
+    from that directory and takes its before-RL numbers from the export's build.json (same evaluation settings)."""
     base, out = tmp_path / "base", tmp_path / "rl"
     r = run_train(["--preset", "base", "--model", tiny_dir, "--out", str(tmp_path / "build"), "--export", str(base),
                    *QUICK, "--steps", "0", "--sft-drills", "1", "--sft-drill-steps", "2"], cli_env)
     assert r.returncode == 0, r.stderr[-2000:]
     build = json.load(open(base / "build.json"))
     assert build["metrics"]["test"]["overall"]["n"] == 4 and build["args"]["sft_drills"] == 1
-    assert json.load(open(base / "config.json"))["dtype"] == "bfloat16"
     r = run_train(["--preset", "tiny", "--model", str(base), "--out", str(out), *QUICK, "--sft-steps", "0"], cli_env)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.load(open(out / "summary.json"))
     assert summary["base"] == str(base) and summary["peak_memory_gb"]["rss"] > 0
-    assert summary["before"]["test"]["overall"]["n"] == 4
+    assert summary["before"] == build["metrics"] and "numbers of" in r.stdout
     r = run_train(["--preset", "tiny", "--export", str(tmp_path / "x")], cli_env, timeout=60)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --export")
 
