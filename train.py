@@ -50,7 +50,7 @@ import model as M
 import rollout as R
 
 PRESETS = {
-    "base": dict(model="tiny", quant="none", sft_steps=3000, sft_drill_steps=1500, sft_batch=8, sft_drills=8,
+    "base": dict(model="tiny", quant="none", seed=1, sft_steps=2700, sft_drill_steps=1200, sft_batch=8, sft_drills=8,
                  sft_full=True, sft_lr=2e-3,
                  steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=2e-3, tasks_per_step=8,
