@@ -197,7 +197,8 @@ def plot_curves(log, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [("reward_mean", "reward (mean)"), ("unsafe", "unsafe rate (batch)"), ("success", "legit success (batch)"),
-            ("benign_refusal", "benign refusal (batch)"), ("kl", "KL to reference"), ("loss", "loss")]
+            ("harmful_refusal", "harmful refusal (batch)"), ("benign_refusal", "benign refusal (batch)"),
+            ("kl", "KL to reference")]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     steps = [r["step"] for r in log]
     for ax, (k, title) in zip(axes.flat, keys):
