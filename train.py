@@ -53,7 +53,7 @@ PRESETS = {
     "base": dict(model="tiny", quant="none", seed=1, sft_steps=2700, sft_drill_steps=1200, sft_batch=8, sft_drills=8,
                  sft_full=True, sft_lr=2e-3,
                  steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
-    "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=2e-3, tasks_per_step=8,
+    "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
                  max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
     "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
                   lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
