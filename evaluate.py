@@ -47,7 +47,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass, field
