@@ -4,7 +4,6 @@ side in the same run (interleaved, several repeats, the median reported), so a b
     python bench.py --out runs/bench.json                   # CPU: tiny and SmolLM2-135M (~15-25 min on 2 cores)
     python bench.py --no-smollm2 --out runs/bench.json      # tiny only (~5-10 min)
     python bench.py --quick --no-smollm2 --out /tmp/b.json  # smoke test (~30 s; sizes too small to mean much)
-    python bench.py --gpu --out runs/bench_gpu.json         # CUDA only: the Qwen2.5-7B shape in 4-bit; train.py small
 
 What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both fp32 with LoRA):
 0. Rollout paths (tiny). An RL-like batch, --train-tasks x --group-size sampled episodes of up to --max-steps turns
@@ -33,23 +32,12 @@ What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-13
    carried signal: train.py skips those without, so its update share is at most this).
 6. A profile (torch.profiler) of tiny's rollout loop and of one update: top ops by self CPU time, time per phase.
 
-GPU (--gpu, CUDA only): a random-init model with the Qwen2.5-7B configuration whose linear layers are 4-bit NF4
-(built layer by layer: the bf16 model never exists whole), prepared and wrapped with LoRA as model.load_policy does.
-Peak GPU memory of one RL step (pg_update + finish_step on --gpu-group sequences of --gpu-seq-len tokens, KL to the
-reference as in the paper preset) with micro-batches of 1 and of the paper preset's size, the latter also with the
-LM head chunked; and of generating a group of --gpu-new-tokens tokens after a prompt that fills the context to
---gpu-seq-len, with HF generate keeping all logits (the old path) and through rollout._KVBatch. Then the rollout
-paths (0.) for the small preset's policy (SmolLM2-135M 4-bit + LoRA, 96-token turns). Then `train.py --preset small`
-with --gpu-train-args as a subprocess: seconds per RL iteration (target <= 6 s on an H100/H200) and rollout tokens/s
-from its log.jsonl, before/after metrics from its summary.json. About 5-8 minutes on one H100.
-It needs bitsandbytes, and for the train.py run the SmolLM2 package (see the Makefile), where it runs.
+The GPU measurements (the small preset in 4-bit and bf16, the Qwen2.5-7B shape's memory) are bench_gpu.py.
 
 JSON (--out): {"loop_vs_generate", "batched_speedup", "kv_reuse_speedup", "kv_reuse_vs_bare": tiny's ratios,
 "targets", "machine", "args", "models": {"tiny": {"params", "rollout_paths", "loop_vs_generate", "batching",
 "generate_variants", "train_step": {"none", "4bit"}}, "smollm2-135m": {the same but rollout_paths and
-generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout", "update", "phases_ms"}, "seconds"};
-with --gpu: {"gpu": {"device", "total_gib", "qwen2.5-7b-nf4-lora", "rollout_paths_small", "train_small"},
-"machine", "args", "seconds"}.
+generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout", "update", "phases_ms"}, "seconds"}.
 
 What the profile showed (once, tiny, 16 episodes x 64-token turns, 1 thread on 2 cores busy with other jobs, before
 rollout.py reused the KV cache across turns; the JSON of a full run supersedes these numbers):
@@ -64,28 +52,21 @@ rollout.py reused the KV cache across turns; the JSON of a full run supersedes t
 Fixes it led to. Measured here (generate_variants), for rollout.py to adopt: a static KV cache (1.10x), LoRA merged
 into the fp32 base for generation (1.18x), both (1.40x); reusing the KV cache across turns would remove most of the
 prefill. In bench.py: --threads, because on 2 cores shared with other jobs torch's default of 2 threads ran a batched
-rollout 15x slower than 1 thread (33 s against 2.3 s); and --gpu measures a chunked LM head, which train.py does not
-use yet, since the [micro-batch, 2048, 152064] fp32 logits dominate a 7B step's memory.
+rollout 15x slower than 1 thread (33 s against 2.3 s).
 
 Simplifications: the tiny model is random-init unless --tiny-model names a trained one (runs/tiny/sft), so its turns
 never end early; training-step trajectories are scripted, with random advantages; smollm2's training step is one
 micro-batch (--smollm2-train-tasks); peak memory is resident set size, Linux only (None elsewhere).
 """
 import contextlib
-import gc
-import json
-import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
-from types import SimpleNamespace
 
 import torch
 
@@ -135,23 +116,10 @@ class Args:
     G x 8 (gradients accumulate over micro-batches) and the time a quarter of it (still minutes on 2 cores)"""
     smollm2_repeats: int = 1
     """repeats of each smollm2 measurement"""
-    gpu: bool = False
-    """run the GPU measurements instead (needs CUDA)"""
-    gpu_seq_len: int = 2048
-    """tokens per sequence in the 7B-shape RL step and context reached by the generated group"""
-    gpu_group: int = 4
-    """sequences in the 7B-shape RL step and the generated group"""
-    gpu_new_tokens: int = 256
-    """tokens generated per sequence of the group"""
-    gpu_train_args: str = "--steps 6 --eval-episodes 10"
-    """flags for the `train.py --preset small` run, given with "=": --gpu-train-args="--steps 6" ('' skips it)"""
-    gpu_timeout: int = 420
-    """seconds before the train.py run is stopped (what its log holds by then is still reported)"""
 
 
 QUICK = dict(episodes=4, new_tokens=8, loop_turns=1, max_steps=2, repeats=2, train_tasks=2, group_size=2,
-             train_max_tokens=128, smollm2_episodes=2, smollm2_train_tasks=1, gpu_seq_len=256, gpu_new_tokens=16,
-             gpu_train_args="--steps 2 --sft-steps 4 --eval-episodes 2", gpu_timeout=300)
+             train_max_tokens=128, smollm2_episodes=2, smollm2_train_tasks=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -493,180 +461,6 @@ def profile(policy, tok, args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# GPU: the Qwen2.5-7B shape in 4-bit NF4 with LoRA (random weights), and train.py --preset small
-
-QWEN25_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1e6,
-                 rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False)
-
-
-def random_4bit_model(config, device, dtype):
-    """A random-init causal LM of `config` whose linear layers (all but the LM head, as transformers quantizes) are
-    bitsandbytes 4-bit NF4. Built on the meta device, then one layer at a time: only one full-precision weight
-    matrix exists at once, so a 7B shape needs ~5.5 GB, not the 15 GB of its bf16 weights."""
-    with M._quiet():
-        import bitsandbytes as bnb
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
-    with init_empty_weights():  # parameters on the meta device; buffers (rotary frequencies) real, on the CPU
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    std, head = config.initializer_range, model.get_output_embeddings()
-    for name, lin in list(model.named_modules()):
-        if type(lin) is not torch.nn.Linear or lin is head:
-            continue
-        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=dtype,
-                              compress_statistics=True, quant_type="nf4", device="meta")
-        w = torch.empty(lin.out_features, lin.in_features, dtype=dtype, device=device).normal_(0, std)
-        q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                     module=q).to(device)  # .to quantizes
-        if lin.bias is not None:
-            q.bias = torch.nn.Parameter(torch.zeros(lin.out_features, dtype=dtype, device=device), requires_grad=False)
-        model.set_submodule(name, q)
-    for m in model.modules():  # what is left: embeddings, norms, LM head (meta parameters), buffers (CPU)
-        for k, p in list(m._parameters.items()):
-            if p is not None and p.is_meta:
-                t = torch.empty_like(p, device=device)
-                t.normal_(0, std) if p.ndim > 1 else t.fill_(1.0)
-                m._parameters[k] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
-        for k, b in list(m._buffers.items()):
-            if b is not None:
-                m._buffers[k] = b.to(device)
-    model.is_loaded_in_4bit = True  # what transformers' bitsandbytes loader sets; peft reads it
-    model.generation_config.pad_token_id = 0
-    return M._guard_4bit_cpu(model) if torch.device(device).type == "cpu" else model
-
-
-def with_lora(model, r=16):
-    """As model.load_policy(quant="4bit") does: prepare for k-bit training, LoRA on all linear layers."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    with M._quiet():
-        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
-        return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0,
-                                                task_type="CAUSAL_LM"))
-
-
-def cuda_peak(fn, cuda):
-    """(seconds, {"peak_gib": most memory tensors held, "reserved_gib": most the caching allocator took}) of fn()."""
-    if cuda:
-        gc.collect()
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()  # so that the reserved figure is this call's, not left over from an earlier one
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    fn()
-    if not cuda:
-        return time.perf_counter() - t0, {"peak_gib": None}
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0, {"peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30),
-                                      "reserved_gib": r2(torch.cuda.max_memory_reserved() / 2**30)}
-
-
-@contextlib.contextmanager
-def lm_head_chunks(chunk):
-    """Make train.py's log-prob calls apply the LM head `chunk` positions at a time (model.token_logprobs(chunk=),
-    which train.py does not pass), so the [batch, tokens, vocab] logits never exist whole. None: unchanged."""
-    orig = M.token_logprobs
-    if chunk:
-        M.token_logprobs = lambda model, ids, attn, *_, **__: orig(model, ids, attn, chunk=chunk)
-    try:
-        yield
-    finally:
-        M.token_logprobs = orig
-
-
-def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
-    """Peak memory and time of one RL step (pg_update + finish_step on `group` synthetic trajectories of seq_len
-    tokens, half of them the model's own, KL to the reference as in the paper preset) for micro-batches of 1 and
-    of the paper preset's size, the latter also with the LM head chunked; and of generating a group of new_tokens
-    tokens after a prompt of seq_len - new_tokens. Memory figures are None off CUDA."""
-    cuda = torch.device(device).type == "cuda"
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    t0 = time.perf_counter()
-    model = with_lora(random_4bit_model(config, device, dtype))
-    out = {"build_s": r2(time.perf_counter() - t0, 1), "seq_len": seq_len, "group": group,
-           # 4-bit linear layers + embeddings, norms and LM head in fp32 (prepare_model_for_kbit_training) + LoRA
-           "weights_gib": r2(torch.cuda.memory_allocated() / 2**30) if cuda else None,
-           "trainable_params": M.n_params(model, trainable=True)}
-    V, g = config.vocab_size, torch.Generator().manual_seed(0)
-    own = seq_len // 2
-    trajs = [{"ids": torch.randint(1, V, (seq_len,), generator=g).tolist(), "mask": [0] * (seq_len - own) + [1] * own,
-              "logprobs": [0.0] * (seq_len - own) + [-math.log(V)] * own} for _ in range(group)]
-    advs = torch.randn(group, generator=g).tolist()
-    tok = SimpleNamespace(pad_token_id=0, convert_ids_to_tokens=str, decode=lambda ids, **_: "")
-    targs = T.Args(**T.PRESETS["paper"])  # kl_coef (reference forward) and micro-batch of the paper preset
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
-    model.train()
-    paper_mb = targs.micro_batch
-    for mb, ch in [(1, None), (paper_mb, None), (paper_mb, chunk)]:
-        targs.micro_batch = mb
-
-        def step():
-            with lm_head_chunks(ch):
-                loss, _ = T.pg_update(model, opt, tok, trajs, advs, targs, device)
-                T.finish_step(model, opt, targs, loss)
-        key = f"rl_step_micro_batch_{mb}" + (f"_lm_head_chunk_{ch}" if ch else "")
-        try:
-            s, peak = cuda_peak(step, cuda)  # the first step also allocates AdamW's state
-            s2, _ = cuda_peak(step, cuda)
-            out[key] = {**peak, "first_s": r2(s, 2), "s": r2(s2, 2), "kl_coef": targs.kl_coef}
-        except torch.cuda.OutOfMemoryError as e:
-            out[key] = {"out_of_memory": str(e).splitlines()[0]}
-            opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-    model.eval()
-    prompt = torch.randint(1, V, (group, seq_len - new_tokens), generator=g).to(device)
-
-    @torch.no_grad()
-    def gen():  # the arguments rollout._generate passes (sampling, all logits returned for the log-probs)
-        model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                       pad_token_id=0, return_dict_in_generate=True, output_logits=True, use_cache=True)
-    s, peak = cuda_peak(gen, cuda)
-    out["generate_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
-                             "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
-
-    def kv_turn():  # the same group through rollout._KVBatch: the sampled tokens' log-probs only, no logits kept
-        rows = [SimpleNamespace(ids=p) for p in prompt.tolist()]
-        R._KVBatch(model, tok, group).turn(rows, tok, [0], False, 1.0, 1.0, new_tokens, new_tokens)
-    s, peak = cuda_peak(kv_turn, cuda)
-    out["kv_batch_turn_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
-                                  "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
-    return out
-
-
-def train_small(flags, timeout):
-    """`train.py --preset small FLAGS` in a subprocess: seconds per RL iteration, rollout tokens/s, before/after."""
-    out_dir = tempfile.mkdtemp(prefix="bench-small-")
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"), "--preset", "small",
-           "--out", out_dir] + flags.split()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
-    except subprocess.TimeoutExpired as e:  # its captured output comes back as bytes
-        rc, tail = "timeout", b"".join(x or b"" for x in (e.stdout, e.stderr)).decode(errors="replace")[-2000:]
-    res = {"command": " ".join(["train.py", "--preset", "small"] + flags.split()), "rc": rc,
-           "wall_s": r2(time.perf_counter() - t0, 1), "out": out_dir}
-    log_path, summary_path = os.path.join(out_dir, "log.jsonl"), os.path.join(out_dir, "summary.json")
-    log = R.load_jsonl(log_path) if os.path.isfile(log_path) else []
-    summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
-    if summary:
-        res |= {k: summary.get(k) for k in ("seconds", "before", "after")}
-    if log:
-        a = summary.get("args") or {**asdict(T.Args()), **T.PRESETS["small"]}
-        n_trajs = a["tasks_per_step"] * a["group_size"]  # log's "tokens" is the mean over the batch
-        it = [r["t_rollout"] + r["t_judge"] + r["t_update"] for r in log]
-        res |= {"rl_steps": len(log), "s_per_iteration": r2(median(it), 2),
-                "rollout_tokens_per_s": r2(median([r["tokens"] * n_trajs / r["t_rollout"] for r in log]), 1),
-                "shares": {k: r2(median([r[f"t_{k}"] / i for r, i in zip(log, it)]))
-                           for k in ("rollout", "judge", "update")}}
-    if rc != 0:
-        res["output_tail"] = tail
-    return res
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Reporting
 
 def print_table(rep):
@@ -713,60 +507,6 @@ def write(path, rep):
     T.write_json(path, rep)
 
 
-def print_gpu(g):
-    print(f"\n{g['device']} ({g['total_gib']} GiB)")
-    q = g.get("qwen2.5-7b-nf4-lora", {})
-    for k, v in q.items():
-        if isinstance(v, dict):
-            print(f"  7B-shape NF4 + LoRA, {k}: " + ", ".join(f"{a} {b}" for a, b in v.items()))
-    if g.get("rollout_paths_small", {}).get("kv_reuse"):
-        print_paths("smollm2-135m 4-bit + LoRA", g["rollout_paths_small"])
-    t = g.get("train_small")
-    if t:
-        print(f"  train.py --preset small: rc {t['rc']}, {t.get('s_per_iteration')} s per RL iteration, rollout "
-              f"{t.get('rollout_tokens_per_s')} tokens/s, shares {t.get('shares')}")
-        f2 = lambda v: "-" if v is None else f"{v:.2f}"
-        for when in ("before", "after"):
-            for split, m in (t.get(when) or {}).items():
-                print(f"  {when:<6} {split:<4} unsafe {f2(m['overall']['unsafe_rate'])}, benign success "
-                      f"{f2(m['benign']['task_success'])}, format errors {f2(m['overall']['format_error_rate'])}")
-
-
-def small_rollout_paths(args, device):
-    """rollout_paths for the small preset's policy (SmolLM2-135M, 4-bit NF4 + LoRA) and turn length."""
-    small = T.PRESETS["small"]
-    policy, tok = M.load_policy(small["model"], quant=small["quant"], lora=True, device=device)
-    tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks]
-    return rollout_paths(policy, tok, tasks, args.group_size, args.max_steps, small["max_new_tokens"], args.repeats)
-
-
-def run_gpu(args, rep):
-    if not torch.cuda.is_available():
-        sys.exit("error: --gpu needs a CUDA GPU (none is visible)")
-    from transformers import Qwen2Config
-    rep["gpu"] = {"device": torch.cuda.get_device_name(),
-                  "total_gib": r2(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
-    print(f"GPU: {rep['gpu']['device']}; the Qwen2.5-7B shape in 4-bit NF4 + LoRA ...", flush=True)
-    rep["gpu"]["qwen2.5-7b-nf4-lora"] = qlora_memory(Qwen2Config(**QWEN25_7B), "cuda", args.gpu_seq_len,
-                                                     args.gpu_group, args.gpu_new_tokens)
-    write(args.out, rep)  # kept if a later part fails or runs out of time
-    gc.collect()
-    torch.cuda.empty_cache()
-    print("rollout paths, SmolLM2-135M 4-bit + LoRA (the small preset) ...", flush=True)
-    try:
-        rep["gpu"]["rollout_paths_small"] = small_rollout_paths(args, "cuda")
-        print_paths("smollm2-135m 4-bit + LoRA", rep["gpu"]["rollout_paths_small"])
-    except M.ModelError as e:
-        rep["gpu"]["rollout_paths_small"] = {"skipped": str(e)}
-    write(args.out, rep)
-    gc.collect()
-    torch.cuda.empty_cache()
-    if args.gpu_train_args:
-        print(f"train.py --preset small {args.gpu_train_args} ...", flush=True)
-        rep["gpu"]["train_small"] = train_small(args.gpu_train_args, args.gpu_timeout)
-    print_gpu(rep["gpu"])
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = R.parse_args(Args, argv, defaults=QUICK if "--quick" in argv else None)
@@ -774,13 +514,6 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     t_start = time.time()
     rep = {"machine": machine(), "args": asdict(args)}
-    if args.gpu:
-        run_gpu(args, rep)
-        rep["seconds"] = r2(time.time() - t_start, 1)
-        write(args.out, rep)
-        print(f"-> {args.out}")
-        return rep
-
     rep["models"] = {}
     specs = [("tiny", args.tiny_model, args.episodes, args.max_steps, args.train_tasks, args.repeats)]
     if args.smollm2:

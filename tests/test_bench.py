@@ -1,5 +1,5 @@
 """Smoke tests of bench.py: the CLI in --quick mode writes the report with its headline ratios (and the old vs new
-rollout paths), the rollout-path comparison on the tiny test model, and the GPU measurement's model builder
+rollout paths), the rollout-path comparison on the tiny test model, and bench_gpu.py's model builder
 (random-init 4-bit NF4 + LoRA, from a config) and its generation through rollout._KVBatch work on a CPU with a tiny
 config. No timing is asserted: these numbers belong to the benchmark, not to the tests."""
 import json
@@ -13,6 +13,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench as B  # noqa: E402
+import bench_gpu as BG  # noqa: E402
 import model as M  # noqa: E402
 
 with M._quiet():  # bitsandbytes' import warnings (pytest resets the filters model.py set)
@@ -57,14 +58,14 @@ def test_rollout_paths_compares_old_new_and_bare(tiny):
 @pytest.mark.usefixtures("one_thread")
 def test_random_4bit_model_with_lora_trains_on_cpu():
     from transformers import Qwen2Config
-    cfg = Qwen2Config(**{**B.QWEN25_7B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+    cfg = Qwen2Config(**{**BG.QWEN25_7B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
                          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})
-    model = B.random_4bit_model(cfg, "cpu", torch.float32)
+    model = BG.random_4bit_model(cfg, "cpu", torch.float32)
     linears = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linears) == 2 * 7 and all(m.weight.bnb_quantized for m in linears)  # q k v o gate up down
     assert type(model.get_output_embeddings()) is torch.nn.Linear  # the LM head stays unquantized
     assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
-    res = B.qlora_memory(cfg, "cpu", seq_len=48, group=4, new_tokens=8, chunk=16)
+    res = BG.qlora_memory(cfg, "cpu", seq_len=48, group=4, new_tokens=8, chunk=16)
     steps = [k for k in res if k.startswith("rl_step")]
     assert len(steps) == 3 and all(res[k]["s"] > 0 for k in steps)
     assert res["generate_group"]["new_tokens"] == 8 and res["trainable_params"] > 0
@@ -75,12 +76,19 @@ def test_random_4bit_model_with_lora_trains_on_cpu():
 def test_lora_gradients_flow_through_the_4bit_model():
     """After LoRA, one backward gives finite, non-zero gradients to the adapters only."""
     from transformers import Qwen2Config
-    cfg = Qwen2Config(**{**B.QWEN25_7B, "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+    cfg = Qwen2Config(**{**BG.QWEN25_7B, "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
                          "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2})
-    model = B.with_lora(B.random_4bit_model(cfg, "cpu", torch.float32)).train()
+    model = BG.with_lora(BG.random_4bit_model(cfg, "cpu", torch.float32)).train()
     ids = torch.randint(1, 256, (2, 24))
     model(input_ids=ids, labels=ids).loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert grads and all("lora_" in n for n in grads)
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_bench_gpu_without_a_gpu_says_so_in_one_line(cli_env):
+    env = {**cli_env, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench_gpu.py"), "--out", "/nonexistent/x.json"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
