@@ -164,7 +164,8 @@ def train_small(flags, quant, timeout, root):
                 "rollout_tokens_per_s": r2(median([r["tokens"] * n_trajs / r["t_rollout"] for r in log]), 1),
                 "shares": {k: r2(median([r[f"t_{k}"] / i for r, i in zip(log, it)]))
                            for k in ("rollout", "judge", "update")},
-                "kl_first_update": next((r["kl"] for r in log if r["updated"]), None), "kl_by_step": [r2(r["kl"], 4) for r in log],
+                "kl_first_update": next((r["kl"] for r in log if r["updated"]), None),
+                "kl_by_step": [r2(r["kl"], 4) for r in log],
                 "format_errors_by_step": [r2(r["format_errors"], 2) for r in log],
                 "harmful_refusal_by_step": [r2(r["harmful_refusal"], 2) for r in log]}
     if rc != 0:
@@ -333,8 +334,8 @@ def print_report(rep):
     t = rep.get("train_small")
     if t:
         print(f"train.py {t['command'].split('train.py ')[-1]}: rc {t['rc']}, {t.get('s_per_iteration')} s per RL "
-              f"iteration, rollout {t.get('rollout_tokens_per_s')} tokens/s, KL at its first update {t.get('kl_first_update')}, "
-              f"peak {t.get('peak_memory_gb')} GB, {t.get('seconds')} s in all")
+              f"iteration, rollout {t.get('rollout_tokens_per_s')} tokens/s, KL at its first update "
+              f"{t.get('kl_first_update')}, peak {t.get('peak_memory_gb')} GB, {t.get('seconds')} s in all")
         f2 = lambda v: "-" if v is None else f"{v:.2f}"
         for when in ("before", "after"):
             for split, m in (t.get(when) or {}).items():
