@@ -1,8 +1,8 @@
 """GPU measurements (CUDA only): the small preset in 4-bit and in bf16 side by side, `train.py --preset small` as a
 user runs it, and the memory of the paper preset's Qwen2.5-7B shape. bench.py holds the CPU measurements.
 
-    python bench_gpu.py --out runs/bench_gpu.json                       # all of it (~8 min on one H100)
-    python bench_gpu.py --train-args="" --no-qwen7b                     # only 4-bit vs bf16 (~2 min)
+    python bench_gpu.py --out runs/bench_gpu.json                       # all of it (~15 min on an H200)
+    python bench_gpu.py --train-args="" --no-qwen7b                     # only 4-bit vs bf16 (~8 min)
     python bench_gpu.py --train-args="--steps 30 --eval-episodes 25"    # a longer train.py run
 
 What is measured:
@@ -24,6 +24,7 @@ What is measured:
    the paper preset's size, the latter also with the LM head chunked; and of generating a group of --new-tokens
    tokens after a prompt that fills the context to --seq-len, with HF generate keeping all logits (the old path)
    and through rollout._KVBatch.
+On an H200 item 1 took ~4 min a format: the untrained policy's turns run to the limit, ~65 ms a decode step.
 It needs bitsandbytes and the SmolLM2 package (see the Makefile) where it runs; without a GPU it exits with one line.
 
 JSON (--out): {"device", "total_gib", "small": {quant: {"rollout_paths", "iterations": [...], "s_per_iteration",
