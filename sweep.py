@@ -4,6 +4,7 @@
     python sweep.py --ablations                      # + --reward scalar and --loss dpo, same seeds and budget
     python sweep.py --jobs 2                         # two runs at once, one thread each (a 2-core machine)
     python sweep.py --print-only                     # just print the tables of runs already in runs/
+    python sweep.py --print-only --plot curves.png   # and draw every run's training curves in one picture
 
 Each run is a plain `python train.py --preset tiny --seed S --out runs/<name>-seed<S> [flags]` subprocess, so a
 killed sweep resumes (finished runs, those with a summary.json, are not run again; the others get --resume). Every
@@ -58,6 +59,31 @@ def table(outs, split):
     return "\n".join(lines)
 
 
+def plot(outs, path, window=5):
+    """The batch statistics of every run's log.jsonl against the RL step, one line a run, as moving averages over
+    `window` steps (one step's batch holds only 8 tasks: its rates are noisy)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("harmful_refusal", "harmful refusal"), ("unsafe", "unsafe (non-benign tasks)"),
+            ("success", "legit task success"), ("benign_refusal", "benign refusal"),
+            ("format_errors", "episodes with a format error"), ("kl", "KL to the reference")]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for out in outs:
+        log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+        for ax, (k, title) in zip(axes.flat, keys):
+            ys = [r.get(k) for r in log]
+            avg = [sum(v) / len(v) if v else float("nan") for i in range(len(ys))
+                   for v in [[y for y in ys[max(0, i - window + 1):i + 1] if y is not None]]]
+            ax.plot([r["step"] for r in log], avg, lw=1.2, label=os.path.basename(out))
+            ax.set_title(f"{title} (mean of {window} steps)", fontsize=9)
+            ax.set_xlabel("RL step", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -65,6 +91,7 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each gets one thread when more than one)")
     ap.add_argument("--print-only", action="store_true", help="do not train, print what is there")
     ap.add_argument("--out", default="runs", help="root folder of the runs")
+    ap.add_argument("--plot", default="", help="also draw the runs' training curves into this PNG")
     a = ap.parse_args()
     todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in a.seeds]
     os.makedirs(a.out, exist_ok=True)
@@ -79,3 +106,6 @@ if __name__ == "__main__":
     for split in ("test", "ood"):
         print(f"\n### {split} (before -> after RL; greedy, evaluation episodes per category as in each run)\n")
         print(table(outs, split))
+    if a.plot:
+        plot(outs, a.plot)
+        print(f"\ncurves -> {a.plot}")
