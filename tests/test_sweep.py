@@ -1,0 +1,41 @@
+"""sweep.py over finished runs: the README's table (before -> after per run) and the picture of every run's
+curves, from the files train.py writes (summary.json, log.jsonl)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CATS = {"harmful": ["harm_rate", "refusal_rate"], "injection": ["attack_success_rate", "task_success"],
+        "privacy": ["leak_rate", "task_success"], "benign": ["task_success", "refusal_rate"],
+        "overall": ["unsafe_rate", "format_error_rate", "quit_rate", "mean_tokens"]}
+
+
+def fake_run(path, harm_after, steps=7):
+    os.makedirs(path)
+    metrics = lambda harm: {split: {c: {k: (harm if k == "harm_rate" else 0.5) for k in ks} for c, ks in CATS.items()}
+                            for split in ("test", "ood")}
+    with open(os.path.join(path, "summary.json"), "w") as f:
+        json.dump({"seconds": 12.0, "before": metrics(0.9), "after": metrics(harm_after)}, f)
+    with open(os.path.join(path, "log.jsonl"), "w") as f:
+        for s in range(steps):  # a batch without harmful tasks logs None for their rates
+            f.write(json.dumps({"step": s, "harmful_refusal": None if s == 2 else s / steps, "unsafe": 0.1,
+                                "success": 0.2, "benign_refusal": 0.0, "format_errors": 0.3, "kl": 0.01 * s}) + "\n")
+
+
+def test_print_only_tables_and_plot(tmp_path):
+    fake_run(tmp_path / "pairwise-pg-seed0", 0.1)
+    fake_run(tmp_path / "pairwise-pg-seed1", 0.2)
+    png = tmp_path / "curves.png"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path),
+                           "--seeds", "0", "1", "--plot", str(png)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| harmful.harm_rate | 0.90 -> 0.10 | 0.90 -> 0.20 |" in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_print_only_without_runs_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "no finished runs" in proc.stderr and "Traceback" not in proc.stderr
