@@ -2,7 +2,7 @@
 user runs it, and the memory of the paper preset's Qwen2.5-7B shape. bench.py holds the CPU measurements.
 
     python bench_gpu.py --out runs/bench_gpu.json                       # all of it (~15 min on an H200)
-    python bench_gpu.py --train-args="" --no-qwen7b                     # only 4-bit vs bf16 (~8 min)
+    python bench_gpu.py --train-args="" --no-qwen7b                     # only 4-bit vs bf16 (~7 min)
     python bench_gpu.py --train-args="--steps 30 --eval-episodes 25"    # a longer train.py run
 
 What is measured:
@@ -64,7 +64,7 @@ class Args:
     """where to write the JSON report"""
     quants: str = "4bit,none"
     """base-weight formats of the small preset's policy to compare (none = bf16), comma-separated"""
-    iterations: int = 3
+    iterations: int = 2
     """RL iterations timed per format (the first is a warm-up and not in the median)"""
     train_tasks: int = 8
     """tasks per RL iteration (train.py's tasks_per_step)"""
