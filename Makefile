@@ -23,8 +23,8 @@ test: $(VENV_STAMP)
 base: $(VENV_STAMP)       # rebuild the shipped tiny base in base/ (under an hour on 2 CPU cores)
 	$(PY) train.py --preset base
 
-seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the three summaries side by side
-	$(PY) sweep.py
+seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the summaries side by side and their curves
+	$(PY) sweep.py --plot runs/curves.png
 
 ablations: $(VENV_STAMP)  # + --reward scalar and --loss dpo on the same seeds and budget
 	$(PY) sweep.py --ablations
