@@ -20,6 +20,12 @@ TINY_TEST = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hid
                  num_key_value_heads=2)
 
 
+def pytest_configure(config):
+    """pytest resets warning filters per test: apply model.py's list of known noise (DESIGN.md 7) here too."""
+    for pattern in M.NOISE:
+        config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
+
+
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory):
     """A private MOSAIC cache for this test session (path as a string)."""
