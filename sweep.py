@@ -72,9 +72,10 @@ def plot(outs, path, window=5):
     for out in outs:
         log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
         for ax, (k, title) in zip(axes.flat, keys):
-            ys = [r.get(k) for r in log]
-            avg = [sum(v) / len(v) if v else float("nan") for i in range(len(ys))
-                   for v in [[y for y in ys[max(0, i - window + 1):i + 1] if y is not None]]]
+            ys, avg = [r.get(k) for r in log], []
+            for i in range(len(ys)):  # a step's rate is None when its batch had no task of that category
+                seen = [y for y in ys[max(0, i - window + 1):i + 1] if y is not None]
+                avg.append(sum(seen) / len(seen) if seen else float("nan"))
             ax.plot([r["step"] for r in log], avg, lw=1.2, label=os.path.basename(out))
             ax.set_title(f"{title} (mean of {window} steps)", fontsize=9)
             ax.set_xlabel("RL step", fontsize=8)
