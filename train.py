@@ -186,10 +186,7 @@ def latest_checkpoint(out):
 
 
 def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    R.write_atomic(path, [json.dumps(obj, indent=1)])
 
 
 def plot_curves(log, path):
