@@ -49,9 +49,12 @@ rollout.py reused the KV cache across turns; the JSON of a full run supersedes t
   Prefill is compute-bound at any batch size, which caps batching at 2.4x for 3-turn episodes (target 4x).
 - Update: aten::mm 38%; elementwise mul/add/sub/exp ~40%, mostly the fp32 [batch, tokens, vocab] log-softmax and
   its backward. RL iteration: rollout 61%, update 39%, judge < 0.1%.
-Fixes it led to. Measured here (generate_variants), for rollout.py to adopt: a static KV cache (1.10x), LoRA merged
-into the fp32 base for generation (1.18x), both (1.40x); reusing the KV cache across turns would remove most of the
-prefill. In bench.py: --threads, because on 2 cores shared with other jobs torch's default of 2 threads ran a batched
+Fixes it led to. Measured here (generate_variants): a static KV cache (1.10x), LoRA merged into the fp32 base for
+generation (1.18x), both (1.40x); reusing the KV cache across turns would remove most of the prefill. rollout.py took
+the cache reuse (rollout._KVBatch) only. Merging was tried in rollout.rollout (a merged copy per call): 1.27x on
+tiny's RL batch (8 x 4 episodes, 1 thread, median of 5) but `python train.py` took 302 s against 306 s, and the
+sampled tokens drift from the unmerged run (fp32 rounding), so it was left out. A static cache with torch.compile
+of the decode step: 33 s to compile, no faster on 2 cores. In bench.py: --threads, because on 2 cores shared with other jobs torch's default of 2 threads ran a batched
 rollout 15x slower than 1 thread (33 s against 2.3 s).
 
 Simplifications: the tiny model is random-init unless --tiny-model names a trained one (runs/tiny/sft), so its turns
