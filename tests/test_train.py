@@ -154,6 +154,55 @@ def test_dpo_pairs_are_the_judges_own_verdicts():
     assert (1, 0) in want and (0, 3) in want and (2, 0) in want
 
 
+def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
+    """pg_update and dpo_update (micro-batches of similar-length trajectories, in their own order) leave the gradient
+    of one forward over the whole batch in the given order: each trajectory keeps its advantage, each pair its
+    winner and loser, the normaliser is the whole batch's."""
+    import envs
+    import model as M
+    import rollout as R
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy, tok = M.load_policy(tiny_dir, device="cpu")
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        trajs = R.rollout(policy, R.pick_tasks(envs.make_split("test"), 2), tok, max_steps=3, max_new_tokens=10,
+                          max_context=400, seed=1, progress=False)
+        assert len({len(t["ids"]) for t in trajs}) >= 4
+        advs = torch.randn(len(trajs), generator=g).tolist()
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=0.0)
+        args = T.Args(micro_batch=3, kl_coef=0.2)
+
+        def grads():
+            return torch.cat([p.grad.flatten() for p in params])
+
+        T.pg_update(policy, opt, tok, trajs, advs, args, "cpu")
+        got = grads()
+        opt.zero_grad()
+        ref, mask, old = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)
+        logp, _, _ = T.masked_logprobs(policy, trajs, tok, "cpu")
+        T.pg_loss(logp, old, ref, torch.tensor(advs), mask, args.clip_eps, args.kl_coef)[0].backward()
+        assert torch.allclose(got, grads(), atol=1e-6, rtol=1e-4) and grads().abs().max() > 1e-4
+
+        pairs = [(trajs[i], trajs[j]) for i, j in ((0, 5), (7, 1), (2, 3), (6, 4), (3, 7))]
+        T.dpo_update(policy, opt, tok, pairs, T.Args(micro_batch=2, dpo_beta=0.5), "cpu")
+        got = grads()
+        opt.zero_grad()
+        mb = [t for p in pairs for t in p]
+        ref, mask, _ = T.masked_logprobs(policy, mb, tok, "cpu", reference=True)
+        logp, _, _ = T.masked_logprobs(policy, mb, tok, "cpu")
+        seq, rseq = (logp * mask).sum(-1), (ref * mask).sum(-1)
+        T.dpo_loss(seq[0::2], seq[1::2], rseq[0::2], rseq[1::2], 0.5).backward()
+        assert torch.allclose(got, grads(), atol=1e-6, rtol=1e-4) and grads().abs().max() > 1e-4
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
     """After a LoRA SFT (4-bit base, --no-sft-full) the KL to the reference is ~0 at the first RL step: the reference
     is the frozen SFT adapter, not the base before SFT (which is far from it)."""
