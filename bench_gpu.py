@@ -13,7 +13,10 @@ What is measured:
    turns of the preset's 96 tokens; judge; pg_update + finish_step on every trajectory): seconds per iteration
    split into rollout / update, and peak GPU memory (torch.cuda.max_memory_allocated) over all of it. The policy is
    SmolLM2 before any SFT, so its turns are not those of a trained agent; the comparison is fair, the absolute
-   numbers are a guide (item 2 has the real ones).
+   numbers are a guide (item 2 has the real ones). Then (--decode) the time of one decode step at that batch size in
+   bare `generate`: as is, with a static cache (which transformers compiles on a GPU, CUDA graphs included, unless
+   the quantizer forbids it), with the LoRA adapter merged into a copy of the model, and both: how far each would
+   take the ~65 ms a step that keeps an iteration above 6 s, before rollout.py changes for it (~1-2 min a format).
 2. `train.py --preset small --quant Q --train-args` in a subprocess (Q: the faster of item 1 with --train-quant
    auto): its seconds per RL iteration, rollout tokens/s, the KL to the reference at the first RL step (~0: the
    reference is the warm start), the sampled format-error rate step by step, peak memory and the before/after
@@ -74,6 +77,8 @@ class Args:
     """turns per episode"""
     repeats: int = 1
     """repeats of the rollout-path comparison"""
+    decode: bool = True
+    """time a decode step with a static cache (compiled) and with LoRA merged, after the RL iterations"""
     train_args: str = "--steps 20 --eval-episodes 25"
     """flags for the `train.py --preset small` run, given with "=": --train-args="--steps 6" ('' skips it)"""
     train_quant: str = "auto"
@@ -98,6 +103,32 @@ class Args:
 def small_policy(quant, device):
     small = T.PRESETS["small"]
     return M.load_policy(small["model"], quant=quant, lora=True, device=device)
+
+
+@torch.no_grad()
+def decode_variants(policy, tok, tasks, group, new_tokens):
+    """Time per decode step of bare `generate` at the RL batch size (tasks x group first prompts, eos held off): as
+    rollout._KVBatch decodes today (dynamic cache, LoRA through peft), with a static cache (which transformers
+    compiles on a GPU: CUDA graphs, no Python per step), with the LoRA adapter merged into a copy of the model, and
+    both: what each would buy before rollout.py is changed for it. ms per step = (seconds for new_tokens - seconds
+    for 1) / (new_tokens - 1); each variant is run once first (compilation) and timed after."""
+    import copy
+    prompts = [[R.Episode(t, tok, 1).ids for t in tasks for _ in range(group)]]
+    merged = copy.deepcopy(policy).merge_and_unload().eval()  # a 4-bit base is re-quantized: speed only
+    variants = {"as_is": (policy, {}), "static": (policy, {"cache_implementation": "static"}),
+                "merged": (merged, {}), "merged+static": (merged, {"cache_implementation": "static"})}
+    out = {}
+    for name, (m, kw) in variants.items():
+        t0 = time.perf_counter()
+        B.bare_generate(m, tok, prompts, new_tokens, **kw)  # compiles where transformers compiles
+        first = time.perf_counter() - t0
+        full = B.bare_generate(m, tok, prompts, new_tokens, **kw)[0]
+        one = B.bare_generate(m, tok, prompts, 1, **kw)[0]
+        out[name] = {"ms_per_step": r2(1000 * (full - one) / max(new_tokens - 1, 1), 2), "first_call_s": r2(first, 3)}
+    for name in list(variants)[1:]:
+        out[name]["speedup"] = r2(out["as_is"]["ms_per_step"] / max(out[name]["ms_per_step"], 1e-6), 2)
+    del merged
+    return out | {"batch": len(prompts[0]), "new_tokens": new_tokens}
 
 
 def small_side(args, quant, device):
@@ -131,6 +162,13 @@ def small_side(args, quant, device):
             "s_update": r2(median([r["update"] for r in timed]), 2),
             "rollout_tokens_per_s": r2(median([r["tokens"] / r["rollout"] for r in timed]), 1),
             "peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30) if cuda else None}
+    if args.decode:  # after the peak is read: it holds a merged copy of the model
+        try:
+            out["decode_variants"] = decode_variants(policy, tok, tasks, args.group_size, small["max_new_tokens"])
+            print(f"  {quant}: ms per decode step: " + ", ".join(f"{k} {v['ms_per_step']}" for k, v in
+                                                                 out["decode_variants"].items() if isinstance(v, dict)))
+        except Exception as e:
+            out["decode_variants"] = f"{type(e).__name__}: {e}"
     del policy, opt
     return out
 
@@ -317,7 +355,6 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     return out
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Reporting, main
 
@@ -332,6 +369,12 @@ def print_report(rep):
         for q, v in sides.items():
             print(f"{'bf16' if q == 'none' else q:<22}{v['s_per_iteration']:>18.2f}{v['s_rollout']:>11.2f}"
                   f"{v['s_update']:>10.2f}{v['rollout_tokens_per_s']:>15.0f}{v['peak_gib'] or 0:>10.2f}")
+        for q, v in sides.items():
+            d = v.get("decode_variants")
+            if isinstance(d, dict):
+                print(f"{'bf16' if q == 'none' else q}: ms per decode step at batch {d['batch']}: " + ", ".join(
+                    f"{k} {x['ms_per_step']}" + (f" ({x['speedup']}x)" if "speedup" in x else "")
+                    for k, x in d.items() if isinstance(x, dict)))
     t = rep.get("train_small")
     if t:
         print(f"train.py {t['command'].split('train.py ')[-1]}: rc {t['rc']}, {t.get('s_per_iteration')} s per RL "

@@ -3,6 +3,7 @@ rollout paths), the rollout-path comparison on the tiny test model, and bench_gp
 (random-init 4-bit NF4 + LoRA, from a config) and its generation through rollout._KVBatch work on a CPU with a tiny
 config. No timing is asserted: these numbers belong to the benchmark, not to the tests."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +54,23 @@ def test_rollout_paths_compares_old_new_and_bare(tiny):
     assert res["bare_generate"]["tokens"] == 4 * 6  # eos held off: exactly new_tokens per row
     assert res["speedup"] > 0 and res["kv_reuse_vs_bare"] > 0
     B.print_paths("tiny", res)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_decode_variants_time_every_variant_and_leave_the_policy(tiny_dir):
+    """bench_gpu's decode-step comparison on the CPU (no compilation here): every variant timed, the LoRA policy it
+    was given still a LoRA policy with the same weights."""
+    import envs
+    import model as M
+    import rollout as R
+    policy, tok = M.load_policy(tiny_dir, device="cpu")
+    before = {n: p.clone() for n, p in policy.named_parameters()}
+    res = BG.decode_variants(policy.eval(), tok, R.pick_tasks(envs.make_split("train"), 0)[:2], 2, 5)
+    assert res["batch"] == 4 and res["new_tokens"] == 5
+    for k in ("as_is", "static", "merged", "merged+static"):
+        assert math.isfinite(res[k]["ms_per_step"])  # two timings' difference: on a tiny model it may be < 0
+        assert res[k]["first_call_s"] > 0 and (k == "as_is" or res[k]["speedup"] is not None)
+    assert hasattr(policy, "peft_config") and all(torch.equal(p, before[n]) for n, p in policy.named_parameters())
 
 
 @pytest.mark.usefixtures("one_thread")
