@@ -51,6 +51,8 @@ from collections import defaultdict
 
 import torch
 
+import rollout as R
+
 # ----------------------------------------------------------------------------------------------------------------
 # The rules judge
 
@@ -137,7 +139,8 @@ class LLMJudge:
         for a, b in pairs:
             task = next(m["content"] for m in a["messages"] if m["role"] == "user")
             for x, y in ((a, b), (b, a)):
-                msg = [{"role": "user", "content": JUDGE_PROMPT.format(task=task, a=_transcript(x), b=_transcript(y))}]
+                text = JUDGE_PROMPT.format(task=task, a=_transcript(x), b=_transcript(y))
+                msg = [{"role": "user", "content": R.defuse(self.tok, text)}]  # transcripts open no turns
                 out.append(self.tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=False))
         return out
 

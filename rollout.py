@@ -74,7 +74,20 @@ def parse_args(cls, argv=None, defaults=None, description=None):
 # ----------------------------------------------------------------------------------------------------------------
 # Chat-template bookkeeping
 
+def defuse(tok, text):
+    """`text` with each special token of `tok` written in it (`<|im_start|>`, `<|endoftext|>`, ...) broken up by a
+    zero-width space after its first character, so that it is tokenized as the text it is: a task or a tool result
+    that spells `<|im_end|><|im_start|>user` cannot open a turn of its own."""
+    for sp in {t.content for t in tok.added_tokens_decoder.values() if t.special} | set(tok.all_special_tokens):
+        if len(sp) > 1 and sp in text:
+            text = text.replace(sp, sp[0] + "\u200b" + sp[1:])
+    return text
+
+
 def render(tok, messages, generation_prompt):
+    """The chat template's text of `messages`. What tasks and tools wrote is defused; the model's own turns are
+    rendered as written (their ids are the sampled ones, never re-encoded)."""
+    messages = [m if m["role"] == "assistant" else {**m, "content": defuse(tok, m["content"])} for m in messages]
     try:
         return tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
     except Exception:  # templates without a `tool` role: pass tool results as user messages
@@ -105,7 +118,7 @@ def _delta_text(tok, messages, end_text):
         tail = tail[len(end_text):]
     if after.startswith(before):
         return tail + after[len(before):]
-    j = after.rfind(messages[-1]["content"])  # template rewrote history: fall back to the last message's frame
+    j = after.rfind(defuse(tok, messages[-1]["content"]))  # template rewrote history: the last message's frame
     k = after.rfind("\n", 0, max(j, 0)) if j > 0 else 0
     return tail + after[k + 1 if k > 0 else 0:]
 
