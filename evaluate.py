@@ -553,12 +553,14 @@ def main(argv=None):
         if e.code:
             fail(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
         raise
+    bad = rollout.bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out, args.html],
+                              max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if bad:
+        fail(bad)
     if args.suite:  # AgentDojo through the same agent loop (dojo.py; the agentdojo package is optional)
         import dojo
         return dojo.evaluate_suite(args)
     cols = columns(args)
-    if args.max_steps < 1:
-        fail(f"--max-steps must be at least 1, not {args.max_steps}")
     labels = [c[0] for c in cols]
     baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
     if baseline not in labels:

@@ -225,9 +225,17 @@ def groups_of(trajs):
 def _load(path):
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(l) for l in f if l.strip()]
+            trajs = [json.loads(l) for l in f if l.strip()]
     except (OSError, ValueError) as e:
         sys.exit(f"error: cannot read trajectories from {path}: {e}")
+    outcome = ("format_errors", "harm_events", "refused", "refused_at", "task_success", "progress", "tokens")
+    for i, t in enumerate(trajs, 1):  # what the judge reads of a trajectory (rollout.Episode.to_dict)
+        o = t.get("outcome") if isinstance(t, dict) else None
+        if not (isinstance(o, dict) and all(k in o for k in outcome) and isinstance(t.get("task_id"), str)
+                and t.get("category") and isinstance(t.get("turns"), list)
+                and all(isinstance(p, dict) and "action" in p and "think" in p for p in t["turns"])):
+            sys.exit(f"error: {path}: line {i} is not a trajectory (rollout.py writes them)")
+    return trajs
 
 
 if __name__ == "__main__":
@@ -239,6 +247,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if len(a.files) > 2:
         sys.exit("error: give one file of groups or two files to compare")
+    if a.l0 < 1:
+        sys.exit(f"error: --l0 must be at least 1, not {a.l0}")
     trajs = [t for f in a.files for t in _load(f)]
     groups = groups_of(trajs)
     for g in groups:

@@ -34,8 +34,10 @@ import argparse
 import ast
 import inspect
 import json
+import math
 import os
 import sys
+import tempfile
 import textwrap
 import typing
 from dataclasses import dataclass, fields
@@ -343,8 +345,10 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
     scripted = isinstance(policy, str)
     if scripted and policy not in SCRIPTED:
         raise ValueError(f"unknown scripted policy '{policy}' (expert | naive)")
-    if not scripted and not greedy and temperature <= 0:
+    if not scripted and not greedy and not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling (got {temperature}); use greedy=True")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be at least 1 (got {batch_size}, {max_new_tokens})")
     label = label or (policy if scripted else "model")
     eps = [Episode(t, tok, max_steps, policy if scripted else None) for t in tasks for _ in range(group_size)]
     if not scripted:
@@ -448,6 +452,34 @@ def load_jsonl(path):
         return [json.loads(l) for l in f if l.strip()]
 
 
+def bad_setting(greedy=True, temperature=1.0, top_p=1.0, files=(), dirs=(), **at_least_1):
+    """The first bad command-line value, as one line for a CLI to exit with (None: all fine), checked before any
+    model is loaded or episode run: counts (max_new_tokens=..., batch_size=...) below 1, a sampling temperature or
+    top_p out of range, an output file or folder that cannot be written where it is asked for."""
+    for name, v in at_least_1.items():
+        if v < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, not {v}"
+    if not greedy and not (math.isfinite(temperature) and temperature > 0):
+        return f"--temperature must be a number above 0 when sampling, not {temperature}"
+    if not (0 < top_p <= 1):
+        return f"--top-p must be in (0, 1], not {top_p}"
+    for path, is_dir in [(f, False) for f in files if f] + [(d, True) for d in dirs if d]:
+        path = os.path.abspath(path)
+        if os.path.exists(path) and os.path.isdir(path) != is_dir:
+            return f"cannot write {path}: it is {'a file' if is_dir else 'a folder'}"
+        parent = path if is_dir and os.path.isdir(path) else os.path.dirname(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            return f"cannot write {path}: {parent} is not a folder"
+        try:  # a file made and removed at once: permissions, read-only and virtual file systems alike
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as e:
+            return f"cannot write {path}: {parent} does not take new files ({e.strerror})"
+    return None
+
+
 def pick_tasks(tasks, episodes, categories=envs.CATEGORIES):
     """The first `episodes` tasks of each category (all if episodes is 0), in the split's interleaved order."""
     out, seen = [], {c: 0 for c in categories}
@@ -495,12 +527,16 @@ class Args:
 
 if __name__ == "__main__":
     args = parse_args(Args)
-    if args.max_steps < 1:
-        sys.exit(f"error: --max-steps must be at least 1, not {args.max_steps}")
+    bad = bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out], max_steps=args.max_steps,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if bad or args.episodes < 0:
+        sys.exit(f"error: {bad or f'--episodes must be 0 (all) or more, not {args.episodes}'}")
     try:
         tasks = pick_tasks(envs.get_tasks(args.split, args.tasks or None), args.episodes)
     except (envs.TaskError, ValueError) as e:
         sys.exit(f"error: {e}")
+    if not tasks:
+        sys.exit("error: no tasks to run")
     if args.policy:
         if args.policy not in SCRIPTED:
             sys.exit(f"error: unknown --policy '{args.policy}' (expert | naive)")

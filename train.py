@@ -492,6 +492,12 @@ def parse(argv):
             sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")
     if args.group_size < 2 or args.tasks_per_step < 1 or args.max_steps < 1 or args.steps < 0 or args.sft_steps < 0:
         sys.exit("error: --group-size must be >= 2, --tasks-per-step and --max-steps >= 1, --steps and --sft-steps >= 0")
+    bad = R.bad_setting(False, args.temperature, dirs=[args.out, args.export], max_new_tokens=args.max_new_tokens,
+                        rollout_batch=args.rollout_batch, micro_batch=args.micro_batch, save_every=args.save_every,
+                        lora_r=args.lora_r, l0=args.l0, sft_batch=args.sft_batch, drill_batch=args.drill_batch,
+                        ppo_epochs=args.ppo_epochs)
+    if bad:
+        sys.exit(f"error: {bad}")
     if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
         sys.exit("error: --export writes a fully fine-tuned SFT model: it needs --steps 0 --sft-full --quant none")
     return args
@@ -551,9 +557,13 @@ def main(argv=None):
         print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
     print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")
 
-    # --- 0. the warm start, and how it behaves before RL
+    # --- 0. the warm start (and an LLM judge: a bad name fails here, not after the evaluation), before RL
     try:
         policy, tok, base = warm_start(args, dev, ckpt)
+        judge = None
+        if args.judge != "rules":
+            jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
+            judge = J.LLMJudge(jm.eval(), jt)
     except M.ModelError as e:
         sys.exit(f"error: {e}")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
@@ -578,10 +588,6 @@ def main(argv=None):
         print(f"exported the SFT model to {args.export}/ (safetensors, tokenizer, build.json)")
 
     # --- 1. RL
-    judge = None
-    if args.judge != "rules":
-        jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
-        judge = J.LLMJudge(jm.eval(), jt)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start, log, log_path = 0, [], os.path.join(args.out, "log.jsonl")
     if ckpt:

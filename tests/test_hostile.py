@@ -295,6 +295,54 @@ def test_max_steps_zero_is_an_error_not_a_silent_truncation(monkeypatch, capsys)
     assert str(ei.value.code) == "error: --max-steps must be at least 1, not 0"
 
 
+BAD_FLAGS = [  # (flags, the line's start): each caught before a model loads or an episode runs
+    (["--batch-size", "-1"], "error: --batch-size must be at least 1"),  # it hung forever
+    (["--max-new-tokens", "0"], "error: --max-new-tokens must be at least 1"),
+    (["--no-greedy", "--temperature", "nan"], "error: --temperature must be a number above 0"),
+    (["--top-p", "-1"], "error: --top-p must be in (0, 1]"),
+    (["--out", "{tmp}"], "error: cannot write {tmp}: it is a folder"),
+    (["--out", "{tmp}/f.txt/x.json"], "error: cannot write {tmp}/f.txt/x.json: {tmp}/f.txt is not a folder"),
+    (["--out", "/proc/x.json"], "error: cannot write /proc/x.json: /proc does not take new files")]
+
+
+@pytest.mark.parametrize("flags,line", BAD_FLAGS)
+def test_bad_values_of_the_clis_flags_get_one_line_before_any_work(flags, line, tmp_path, monkeypatch, capsys):
+    (tmp_path / "f.txt").write_text("a file")
+    flags, line = [f.replace("{tmp}", str(tmp_path)) for f in flags], line.replace("{tmp}", str(tmp_path))
+    with pytest.raises(SystemExit) as ei:
+        evaluate.main(["--model", "no-such-model-is-loaded", "--episodes", "1", *flags])
+    assert ei.value.code == 2 and capsys.readouterr().err.strip().startswith(line)
+    monkeypatch.setattr(sys, "argv", ["rollout.py", "--model", "no-such-model", "--greedy", *flags])
+    with pytest.raises(SystemExit) as ei:
+        runpy.run_path(str(ROOT / "rollout.py"), run_name="__main__")
+    assert str(ei.value.code).startswith(line) and "\n" not in str(ei.value.code)
+    import train
+    flags = ["--rollout-batch" if f == "--batch-size" else "--temperature" if f == "--top-p" else f for f in flags]
+    if "--no-greedy" not in flags and "--out" not in flags:
+        with pytest.raises(SystemExit) as ei:
+            train.parse(["--preset", "tiny", *flags])
+        assert str(ei.value.code).startswith("error: --")
+    for bad in (["--save-every", "0"], ["--micro-batch", "-1"], ["--l0", "0"], ["--lora-r", "0"]):
+        with pytest.raises(SystemExit) as ei:
+            train.parse(["--preset", "tiny", *bad])
+        assert str(ei.value.code) == f"error: {bad[0]} must be at least 1, not {bad[1]}"
+
+
+def test_judge_cli_rejects_lines_that_are_not_trajectories(tmp_path, monkeypatch):
+    good = rollout.rollout("expert", rollout.pick_tasks(envs.make_split("test"), 1)[:2], progress=False)
+    for i, bad in enumerate([{"a": 1}, {**good[0], "outcome": {"tokens": 3}}, {**good[0], "turns": ["x"]}, [1]]):
+        p = tmp_path / f"{i}.jsonl"
+        p.write_text("\n".join(json.dumps(x) for x in (good[0], bad, good[1])) + "\n")
+        monkeypatch.setattr(sys, "argv", ["judge.py", str(p)])
+        with pytest.raises(SystemExit) as ei:
+            runpy.run_path(str(ROOT / "judge.py"), run_name="__main__")
+        assert str(ei.value.code) == f"error: {p}: line 2 is not a trajectory (rollout.py writes them)"
+    monkeypatch.setattr(sys, "argv", ["judge.py", str(p), "--l0", "0"])
+    with pytest.raises(SystemExit) as ei:
+        runpy.run_path(str(ROOT / "judge.py"), run_name="__main__")
+    assert str(ei.value.code) == "error: --l0 must be at least 1, not 0"
+
+
 SURROGATE_TURN = "<think>p \ud800</think><answer>done \udfff</answer>"
 
 
