@@ -54,8 +54,8 @@ generation (1.18x), both (1.40x); reusing the KV cache across turns would remove
 the cache reuse (rollout._KVBatch) only. Merging was tried in rollout.rollout (a merged copy per call): 1.27x on
 tiny's RL batch (8 x 4 episodes, 1 thread, median of 5) but `python train.py` took 302 s against 306 s, and the
 sampled tokens drift from the unmerged run (fp32 rounding), so it was left out. A static cache with torch.compile
-of the decode step: 33 s to compile, no faster on 2 cores. In bench.py: --threads, because on 2 cores shared with other jobs torch's default of 2 threads ran a batched
-rollout 15x slower than 1 thread (33 s against 2.3 s).
+of the decode step: 33 s to compile, no faster on 2 cores. In bench.py: --threads, because on 2 cores shared with
+other jobs torch's default of 2 threads ran a batched rollout 15x slower than 1 thread (33 s against 2.3 s).
 
 Simplifications: the tiny model is random-init unless --tiny-model names a trained one (runs/tiny/sft), so its turns
 never end early; training-step trajectories are scripted, with random advantages; smollm2's training step is one
