@@ -185,6 +185,39 @@ def latest_checkpoint(out):
     return None
 
 
+def read_checkpoint(ckpt, args):
+    """(state, optimizer and RNG state) of checkpoint `ckpt`, or exit with one line: a damaged checkpoint, or flags
+    that differ from the run's (only --steps and --save-every may change on --resume)."""
+    try:
+        state = json.load(open(os.path.join(ckpt, "state.json")))
+        saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
+        ok = isinstance(state["step"], int) and isinstance(state["args"], dict) and {"opt", "rng"} <= set(saved)
+    except Exception as e:  # truncated or missing files, wrong fields: whatever it is, the run cannot go on from it
+        ok, state = False, f"{type(e).__name__}: {str(e)[:120]}"
+    if not ok:
+        sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
+                 "start over without --resume")
+    now = asdict(args)
+    changed = [k for k, v in state["args"].items() if k not in ("steps", "save_every", "resume") and now.get(k, v) != v]
+    if changed:
+        sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
+            f"--{k.replace('_', '-')} {state['args'][k]} (now {now[k]})" for k in changed[:4]))
+    return state, saved
+
+
+def read_log(path, before_step):
+    """The records of log.jsonl before step `before_step`; a line cut short by a crash is skipped."""
+    out = []
+    for line in open(path) if os.path.isfile(path) else []:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < before_step:
+            out.append(r)
+    return out
+
+
 def write_json(path, obj):
     R.write_atomic(path, [json.dumps(obj, indent=1)])
 
@@ -496,6 +529,16 @@ def parse(argv):
                         rollout_batch=args.rollout_batch, micro_batch=args.micro_batch, save_every=args.save_every,
                         lora_r=args.lora_r, l0=args.l0, sft_batch=args.sft_batch, drill_batch=args.drill_batch,
                         ppo_epochs=args.ppo_epochs)
+    positive = {"lr": args.lr, "sft_lr": args.sft_lr, "max_grad_norm": args.max_grad_norm, "dpo_beta": args.dpo_beta,
+                "clip_eps": args.clip_eps}
+    bad = bad or next((f"--{k.replace('_', '-')} must be a number above 0, not {v}" for k, v in positive.items()
+                       if not (math.isfinite(v) and v > 0)), None)
+    if not bad and not (math.isfinite(args.kl_coef) and args.kl_coef >= 0):
+        bad = f"--kl-coef must be 0 or more, not {args.kl_coef}"
+    if not bad and not 0 <= args.sft_naive_frac <= 1:
+        bad = f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}"
+    if not bad and args.eval_episodes < 0:
+        bad = f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}"
     if bad:
         sys.exit(f"error: {bad}")
     if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
@@ -553,6 +596,7 @@ def main(argv=None):
     if not args.resume:
         clear_earlier_run(args.out)
     ckpt = latest_checkpoint(args.out) if args.resume else None
+    state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)
     if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
         print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
     print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")
@@ -564,15 +608,21 @@ def main(argv=None):
         if args.judge != "rules":
             jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
             judge = J.LLMJudge(jm.eval(), jt)
-    except M.ModelError as e:
-        sys.exit(f"error: {e}")
+    except (M.ModelError, ValueError, RuntimeError, OSError) as e:  # bad names, folders, adapters, judges
+        sys.exit(f"error: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")
     build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
     same_eval = ("eval_episodes", "max_steps", "max_new_tokens")
-    if os.path.isfile(before_path):
-        before = json.load(open(before_path))
+    before = None
+    if os.path.isfile(before_path):  # a resumed run's (its flags were checked); unreadable: evaluated again
+        try:
+            before = json.load(open(before_path))
+        except ValueError:
+            print(f"{before_path} is unreadable: evaluating again")
+    if isinstance(before, dict):
+        pass
     elif os.path.isfile(build) and args.sft_steps == 0 and all(  # a shipped base carries its own numbers
             json.load(open(build))["args"].get(k) == getattr(args, k) for k in same_eval):
         before = json.load(open(build))["metrics"]
@@ -591,14 +641,14 @@ def main(argv=None):
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start, log, log_path = 0, [], os.path.join(args.out, "log.jsonl")
     if ckpt:
-        state = json.load(open(os.path.join(ckpt, "state.json")))
-        saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
-        opt.load_state_dict(saved["opt"])
-        torch.set_rng_state(saved["rng"])
+        try:
+            opt.load_state_dict(saved["opt"])
+            torch.set_rng_state(saved["rng"])
+        except (ValueError, TypeError, RuntimeError, KeyError) as e:
+            sys.exit(f"error: cannot resume from {ckpt} (its optimizer state: {str(e)[:120]}); start over")
         start = state["step"]
-        if os.path.isfile(log_path):
-            log = [r for r in map(json.loads, open(log_path)) if r["step"] < start]
-        t_start -= state.get("seconds", 0.0)
+        log = read_log(log_path, start)
+        t_start -= float(state.get("seconds", 0.0))
         print(f"resumed from {ckpt} at step {start}")
     with open(log_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in log)

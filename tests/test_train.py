@@ -303,6 +303,33 @@ def test_train_cli_rejects_bad_flags(cli_env):
         assert "Traceback" not in r.stderr
 
 
+def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path):
+    """--resume reads a checkpoint whole or exits with one line (truncated optimizer state, a state.json without its
+    fields, flags other than the run's); a log line cut by a crash is skipped."""
+    args = T.Args(out=str(tmp_path))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": T.asdict(args)}))
+    torch.save({"opt": {}, "rng": torch.get_rng_state()}, ckpt / "opt.pt")
+    state, saved = T.read_checkpoint(str(ckpt), args)
+    assert state["step"] == 3 and "rng" in saved
+    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), steps=99, save_every=2))[0]["step"] == 3
+    with pytest.raises(SystemExit) as ei:
+        T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), lora_r=8))
+    assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with --lora-r 16 (now 8)"
+    data = (ckpt / "opt.pt").read_bytes()
+    for damage in ({"opt.pt": data[:len(data) // 2]}, {"state.json": '{"step": 3, "ar'}, {"state.json": '{"step": "3"}'}):
+        for name, content in damage.items():
+            (ckpt / name).write_bytes(content.encode() if isinstance(content, str) else content)
+        with pytest.raises(SystemExit) as ei:
+            T.read_checkpoint(str(ckpt), args)
+        assert str(ei.value).startswith(f"error: cannot resume from {ckpt} (") and "\n" not in str(ei.value)
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": i}) + "\n" for i in range(4)) + '{"step": 4, "lo')
+    assert [r["step"] for r in T.read_log(str(log), 3)] == [0, 1, 2]
+    assert T.read_log(str(tmp_path / "none.jsonl"), 3) == []
+
+
 def test_resume_after_kill_continues_the_same_run(tmp_path, tiny_dir, cli_env):
     common = ["--model", tiny_dir, *QUICK, "--steps", "4", "--save-every", "2", "--eval-episodes", "0"]
     ref = tmp_path / "ref"
