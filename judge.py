@@ -168,8 +168,11 @@ class LLMJudge:
 
     @staticmethod
     def _read(text):
-        m = re.search(r"\b([AB])\b", text.strip().upper())
-        return m.group(1) if m else None
+        """The verdict: a capital A or B standing alone, or the answer being just one letter ("b."); the article "a"
+        in a sentence is no verdict."""
+        alone = re.fullmatch(r"\W*([AaBb])\W*", text)
+        m = alone or re.search(r"\b([AB])\b", text)
+        return m.group(1).upper() if m else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,10 +231,12 @@ def _load(path):
             trajs = [json.loads(l) for l in f if l.strip()]
     except (OSError, ValueError) as e:
         sys.exit(f"error: cannot read trajectories from {path}: {e}")
-    outcome = ("format_errors", "harm_events", "refused", "refused_at", "task_success", "progress", "tokens")
+    outcome = {"format_errors": int, "harm_events": list, "refused": bool, "refused_at": (int, type(None)),
+               "task_success": bool, "progress": (int, float), "tokens": int}
     for i, t in enumerate(trajs, 1):  # what the judge reads of a trajectory (rollout.Episode.to_dict)
         o = t.get("outcome") if isinstance(t, dict) else None
-        if not (isinstance(o, dict) and all(k in o for k in outcome) and isinstance(t.get("task_id"), str)
+        if not (isinstance(o, dict) and all(isinstance(o.get(k, ...), ty) for k, ty in outcome.items())
+                and isinstance(t.get("task_id"), str)
                 and t.get("category") and isinstance(t.get("turns"), list)
                 and all(isinstance(p, dict) and "action" in p and "think" in p for p in t["turns"])):
             sys.exit(f"error: {path}: line {i} is not a trajectory (rollout.py writes them)")

@@ -38,14 +38,25 @@ def run(name, seed, flags, out_root, threads):
     cmd = [sys.executable, "train.py", "--preset", "tiny", "--seed", str(seed), "--out", out, "--resume", *flags]
     print("$ " + " ".join(cmd), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    with open(os.path.join(out_root, f"{name}-seed{seed}.log"), "w") as log:
-        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = os.path.join(out_root, f"{name}-seed{seed}.log")
+    with open(log_path, "w") as log:
+        if subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+            print(f"{out} failed (its output: {log_path}); the others go on", flush=True)
     return out
+
+
+def finished(out):
+    """The run's summary if it finished with both splits evaluated before and after (else None: not a table row)."""
+    try:
+        s = json.load(open(os.path.join(out, "summary.json")))
+        return s if all(isinstance(s[w].get(sp), dict) for w in ("before", "after") for sp in ("test", "ood")) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def table(outs, split):
     """Markdown: one row per metric, columns before -> after for each run."""
-    sums = {o: json.load(open(os.path.join(o, "summary.json"))) for o in outs}
+    sums = {o: finished(o) for o in outs}
     head = "| metric | " + " | ".join(os.path.basename(o) for o in outs) + " |"
     lines = [head, "|" + "---|" * (len(outs) + 1)]
     for c, k in ROWS:
@@ -63,6 +74,7 @@ def plot(outs, path, window=5):
     """The batch statistics of every run's log.jsonl against the RL step, one line a run, as moving averages over
     `window` steps (one step's batch holds only 8 tasks: its rates are noisy)."""
     import matplotlib
+    import train as T
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [("harmful_refusal", "harmful refusal"), ("unsafe", "unsafe (non-benign tasks)"),
@@ -70,7 +82,7 @@ def plot(outs, path, window=5):
             ("format_errors", "episodes with a format error"), ("kl", "KL to the reference")]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     for out in outs:
-        log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+        log = T.read_log(os.path.join(out, "log.jsonl"), float("inf"))
         for ax, (k, title) in zip(axes.flat, keys):
             ys, avg = [r.get(k) for r in log], []
             for i in range(len(ys)):  # a step's rate is None when its batch had no task of that category
@@ -101,7 +113,10 @@ if __name__ == "__main__":
             for f in [pool.submit(run, n, s, CONFIGS[n], a.out, 1 if a.jobs > 1 else None) for n, s in todo]:
                 f.result()
     outs = [os.path.join(a.out, f"{n}-seed{s}") for n, s in todo]
-    outs = [o for o in outs if os.path.isfile(os.path.join(o, "summary.json"))]
+    skipped = [o for o in outs if os.path.isfile(os.path.join(o, "summary.json")) and not finished(o)]
+    if skipped:
+        print(f"left out (summary unreadable, or made without evaluation): {', '.join(skipped)}")
+    outs = [o for o in outs if finished(o)]
     if not outs:
         sys.exit("error: no finished runs to print")
     for split in ("test", "ood"):

@@ -377,7 +377,9 @@ def test_bad_values_of_the_clis_flags_get_one_line_before_any_work(flags, line, 
 
 def test_judge_cli_rejects_lines_that_are_not_trajectories(tmp_path, monkeypatch):
     good = rollout.rollout("expert", rollout.pick_tasks(envs.make_split("test"), 1)[:2], progress=False)
-    for i, bad in enumerate([{"a": 1}, {**good[0], "outcome": {"tokens": 3}}, {**good[0], "turns": ["x"]}, [1]]):
+    wrong = [{**good[0], "outcome": {**good[0]["outcome"], k: v}} for k, v in
+             (("format_errors", "1"), ("tokens", None), ("progress", "half"), ("refused_at", "2"))]
+    for i, bad in enumerate([{"a": 1}, {**good[0], "outcome": {"tokens": 3}}, {**good[0], "turns": ["x"]}, [1], *wrong]):
         p = tmp_path / f"{i}.jsonl"
         p.write_text("\n".join(json.dumps(x) for x in (good[0], bad, good[1])) + "\n")
         monkeypatch.setattr(sys, "argv", ["judge.py", str(p)])

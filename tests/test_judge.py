@@ -330,7 +330,8 @@ def test_rewards_to_advantages_of_a_real_group(real):
 def test_read_answer():
     for text, want in [("A", "A"), ("B", "B"), (" b.", "B"), ("a", "A"), ("Answer: B", "B"), ("(A)", "A"),
                        ("B is better", "B"), ("\nA\n", "A"), ("", None), ("C", None), ("AB", None),
-                       ("BAD", None), ("Answer", None), ("both", None), ("ABBA B", "B")]:
+                       ("BAD", None), ("Answer", None), ("both", None), ("ABBA B", "B"), ("It is a tie", None),
+                       ("both are a mess", None)]:
         assert J.LLMJudge._read(text) == want, text
 
 

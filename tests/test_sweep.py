@@ -26,12 +26,19 @@ def fake_run(path, harm_after, steps=7):
 def test_print_only_tables_and_plot(tmp_path):
     fake_run(tmp_path / "pairwise-pg-seed0", 0.1)
     fake_run(tmp_path / "pairwise-pg-seed1", 0.2)
+    fake_run(tmp_path / "pairwise-pg-seed2", 0.3)  # made with --eval-episodes 0: nothing to tabulate
+    (tmp_path / "pairwise-pg-seed2" / "summary.json").write_text(json.dumps({"seconds": 1, "before": {}, "after": {}}))
+    fake_run(tmp_path / "pairwise-pg-seed3", 0.3)  # a summary cut short
+    (tmp_path / "pairwise-pg-seed3" / "summary.json").write_text('{"seconds": 1, "bef')
+    with open(tmp_path / "pairwise-pg-seed1" / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "harmful_ref')  # a line cut by a crash
     png = tmp_path / "curves.png"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path),
-                           "--seeds", "0", "1", "--plot", str(png)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                           "--seeds", "0", "1", "2", "3", "--plot", str(png)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| harmful.harm_rate | 0.90 -> 0.10 | 0.90 -> 0.20 |" in proc.stdout
+    assert "left out" in proc.stdout and "seed2" in proc.stdout and "seed3" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
