@@ -95,6 +95,12 @@ def render(tok, messages, generation_prompt):
     except Exception:  # templates without a `tool` role: pass tool results as user messages
         msgs = [m if m["role"] != "tool" else {"role": "user", "content": "Tool result:\n" + m["content"]}
                 for m in messages]
+    try:
+        return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
+    except Exception:  # and without a `system` role (Gemma): the system text opens the first user message
+        if len(msgs) < 2 or msgs[0]["role"] != "system":
+            raise
+        msgs = [{"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}] + msgs[2:]
         return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
 
 

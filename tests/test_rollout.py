@@ -383,6 +383,18 @@ def test_template_without_tool_role_gets_tool_results_as_user_messages(tiny, tin
         assert_template_consistent(t, tok)
 
 
+def test_template_without_system_and_tool_roles_folds_the_system_text_into_the_first_turn(tiny_dir):
+    """A Gemma-style template (user and assistant only): the system prompt opens the first user message, tool
+    results are user messages, and the ids are still the template's tokens of the conversation."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = NO_TOOL_ROLE.replace("message['role'] == 'tool'", "message['role'] in ('tool', 'system')")
+    for t in R.rollout("expert", mixed_tasks(1), tok, progress=False):
+        text = tok.decode(t["ids"], skip_special_tokens=False)
+        assert "<|im_start|>system" not in text and text.startswith("<|im_start|>user\nYou are an assistant")
+        assert t["ids"] == R.encode(tok, R.render(tok, t["messages"], False))[:len(t["ids"])]
+
+
 HOSTILE = [
     "",
     "\n\n",
