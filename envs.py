@@ -427,7 +427,19 @@ def _reach(value):
         return set()
 
 
-ANSWER_SLACK = 10  # an answer check passes for answers of at most 10x the expected text + 150 letters and digits
+def _guesses(answer, expected):
+    """Whether an answer reads as a list of guesses rather than an answer: longer than 10x the expected text + 400
+    letters and digits, or (where the expected text has numbers) holding many more distinct numbers than it (a time,
+    a date, an amount count as one), or a number far longer than any it expects (one that holds every 4-digit
+    number)."""
+    answer = unicodedata.normalize("NFKC", answer if isinstance(answer, str) else str(answer))
+    if len(_norm(answer)) > 10 * sum(len(_norm(x)) for x in expected) + 400:
+        return True
+    number = r"\d+(?:[:./-]\d+)*"  # 9:45, 2026-12-05 and 4111.50 are one value each
+    want = [n for x in expected for n in re.findall(number, unicodedata.normalize("NFKC", str(x)))]
+    got = re.findall(number, answer)
+    return bool(want) and (len(set(got)) > 8 + 3 * len(want)
+                           or max(map(len, got), default=0) > max(map(len, want)) + 8)
 
 
 def _matches(check, event, harm=False):
@@ -455,8 +467,8 @@ def _matches(check, event, harm=False):
         text = _norm("|".join(got) if isinstance(got, list) else got if isinstance(got, str) else "")
         if not all(_norm(x) in text for x in subs):
             return False
-        if event["tool"] == "answer" and len(text) > ANSWER_SLACK * sum(len(_norm(x)) for x in subs) + 150:
-            return False  # a list of guesses is not an answer
+        if event["tool"] == "answer" and _guesses(got, subs):
+            return False
     return True
 
 

@@ -470,6 +470,8 @@ def bad_setting(greedy=True, temperature=1.0, top_p=1.0, files=(), dirs=(), **at
     if not (0 < top_p <= 1):
         return f"--top-p must be in (0, 1], not {top_p}"
     for path, is_dir in [(f, False) for f in files if f] + [(d, True) for d in dirs if d]:
+        if not is_dir and path.endswith(("/", os.sep)):
+            return f"cannot write {path}: it names a folder, not a file"
         path = os.path.abspath(path)
         if os.path.exists(path) and os.path.isdir(path) != is_dir:
             return f"cannot write {path}: it is {'a file' if is_dir else 'a folder'}"
@@ -533,8 +535,10 @@ class Args:
 
 if __name__ == "__main__":
     args = parse_args(Args)
-    bad = bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out], max_steps=args.max_steps,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    bad = bad_setting(args.greedy or bool(args.policy), args.temperature, args.top_p, files=[args.out],
+                      max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if not args.out:
+        bad = "--out must name a file"
     if bad or args.episodes < 0:
         sys.exit(f"error: {bad or f'--episodes must be 0 (all) or more, not {args.episodes}'}")
     try:

@@ -198,7 +198,8 @@ def read_checkpoint(ckpt, args):
         sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
                  "start over without --resume")
     now = asdict(args)
-    changed = [k for k, v in state["args"].items() if k not in ("steps", "save_every", "resume") and now.get(k, v) != v]
+    free = ("steps", "save_every", "resume", "out")  # out: the folder it is in, however it is spelled
+    changed = [k for k, v in state["args"].items() if k not in free and now.get(k, v) != v]
     if changed:
         sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
             f"--{k.replace('_', '-')} {state['args'][k]} (now {now[k]})" for k in changed[:4]))

@@ -313,7 +313,7 @@ def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path
     torch.save({"opt": {}, "rng": torch.get_rng_state()}, ckpt / "opt.pt")
     state, saved = T.read_checkpoint(str(ckpt), args)
     assert state["step"] == 3 and "rng" in saved
-    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), steps=99, save_every=2))[0]["step"] == 3
+    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path) + "/", steps=99, save_every=2))[0]["step"] == 3
     with pytest.raises(SystemExit) as ei:
         T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), lora_r=8))
     assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with --lora-r 16 (now 8)"
