@@ -403,7 +403,7 @@ def rl_iteration(policy, tok, targs, opt, step=0, profiler=None):
     t0 = time.perf_counter()
     trajs = R.rollout(policy, T.sample_tasks(step, targs), tok, group_size=targs.group_size,
                       temperature=targs.temperature, max_steps=targs.max_steps, max_new_tokens=targs.max_new_tokens,
-                      seed=step, progress=False)
+                      seed=step, progress=False, compile=targs.compile)
     t1 = time.perf_counter()
     advs = []
     for s in range(0, len(trajs), targs.group_size):

@@ -11,7 +11,9 @@ What is measured:
    keeping all logits; new: rollout._KVBatch, one KV cache across turns; and bare `generate` at the same batch size),
    then --iterations RL iterations as train.py runs them (--train-tasks x --group-size episodes of up to --max-steps
    turns of the preset's 96 tokens; judge; pg_update + finish_step on every trajectory): seconds per iteration
-   split into rollout / update, and peak GPU memory (torch.cuda.max_memory_allocated) over all of it. The policy is
+   split into rollout / update, and peak GPU memory (torch.cuda.max_memory_allocated) over all of it; then
+   (--compile) --iterations + 1 more with rollout's compile=True (train.py --compile: a static KV cache and the
+   decode step compiled with CUDA graphs; the first of them compiles and is not in the median). The policy is
    SmolLM2 before any SFT, so its turns are not those of a trained agent; the comparison is fair, the absolute
    numbers are a guide (item 2 has the real ones). Then (--decode) the time of one decode step at that batch size in
    bare `generate`: as is, with a static cache (which transformers compiles on a GPU, CUDA graphs included, unless
@@ -31,7 +33,7 @@ On an H200 item 1 took ~4 min a format: the untrained policy's turns run to the 
 It needs bitsandbytes and the SmolLM2 package (see the Makefile) where it runs; without a GPU it exits with one line.
 
 JSON (--out): {"device", "total_gib", "small": {quant: {"rollout_paths", "iterations": [...], "s_per_iteration",
-"peak_gib"}}, "train_small": {...}, "qwen2.5-7b-nf4-lora": {...}, "machine", "args", "seconds"}; written after each
+"compiled": {the same for --compile}, "peak_gib"}}, "train_small": {...}, "qwen2.5-7b-nf4-lora": {...}, "machine", "args", "seconds"}; written after each
 part, so a run stopped early keeps what it measured.
 
 Simplifications: one repeat of the rollout paths; item 1 trains on every trajectory with the judge's advantages
@@ -77,6 +79,8 @@ class Args:
     """turns per episode"""
     repeats: int = 1
     """repeats of the rollout-path comparison"""
+    compile: bool = True
+    """time the RL iterations again with train.py --compile (static KV cache, decode step in CUDA graphs)"""
     decode: bool = True
     """time a decode step with a static cache (compiled) and with LoRA merged, after the RL iterations"""
     train_args: str = "--steps 20 --eval-episodes 25"
@@ -149,19 +153,32 @@ def small_side(args, quant, device):
     targs = T.Args(**{**small, "quant": quant, "tasks_per_step": args.train_tasks, "group_size": args.group_size,
                       "max_steps": args.max_steps})
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
-    rows = []
-    for step in range(args.iterations):
-        B.sync(policy)
-        rows.append(B.rl_iteration(policy, tok, targs, opt, step))
-        B.sync(policy)
-        print(f"  {quant}: iteration {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items()), flush=True)
-    timed = rows[1:] or rows
-    out |= {"iterations": [{k: r2(v, 2) for k, v in r.items()} for r in rows],
-            "s_per_iteration": r2(median([r["rollout"] + r["judge"] + r["update"] for r in timed]), 2),
-            "s_rollout": r2(median([r["rollout"] for r in timed]), 2),
-            "s_update": r2(median([r["update"] for r in timed]), 2),
-            "rollout_tokens_per_s": r2(median([r["tokens"] / r["rollout"] for r in timed]), 1),
-            "peak_gib": r2(torch.cuda.max_memory_allocated() / 2**30) if cuda else None}
+
+    def iterations(n, label):  # n RL iterations as train.py runs them; the first is a warm-up, not in the medians
+        rows = []
+        for step in range(n):
+            B.sync(policy)
+            rows.append(B.rl_iteration(policy, tok, targs, opt, step))
+            B.sync(policy)
+            print(f"  {label}: iteration {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items()),
+                  flush=True)
+        timed = rows[1:] or rows
+        return {"iterations": [{k: r2(v, 2) for k, v in r.items()} for r in rows],
+                "s_per_iteration": r2(median([r["rollout"] + r["judge"] + r["update"] for r in timed]), 2),
+                "s_rollout": r2(median([r["rollout"] for r in timed]), 2),
+                "s_update": r2(median([r["update"] for r in timed]), 2),
+                "rollout_tokens_per_s": r2(median([r["tokens"] / r["rollout"] for r in timed]), 1)}
+
+    out |= iterations(args.iterations, quant)
+    if args.compile:  # its first iteration compiles (and records the CUDA graphs)
+        targs.compile = True
+        try:
+            out["compiled"] = iterations(args.iterations + 1, f"{quant} --compile")
+        except Exception as e:
+            out["compiled"] = f"{type(e).__name__}: {str(e)[:300]}"
+        targs.compile = False
+        policy.__dict__.pop("_rollout_static", None)  # its static cache
+    out["peak_gib"] = r2(torch.cuda.max_memory_allocated() / 2**30) if cuda else None
     if args.decode:  # after the peak is read: it holds a merged copy of the model
         try:
             out["decode_variants"] = decode_variants(policy, tok, tasks, args.group_size, small["max_new_tokens"])
@@ -367,8 +384,12 @@ def print_report(rep):
         print(f"{'small preset policy':<22}{'s / RL iteration':>18}{'rollout s':>11}{'update s':>10}"
               f"{'rollout tok/s':>15}{'peak GiB':>10}")
         for q, v in sides.items():
-            print(f"{'bf16' if q == 'none' else q:<22}{v['s_per_iteration']:>18.2f}{v['s_rollout']:>11.2f}"
-                  f"{v['s_update']:>10.2f}{v['rollout_tokens_per_s']:>15.0f}{v['peak_gib'] or 0:>10.2f}")
+            for name, x in ((q, v), (f"{q} --compile", v.get("compiled"))):
+                if isinstance(x, dict):
+                    print(f"{name.replace('none', 'bf16'):<22}{x['s_per_iteration']:>18.2f}{x['s_rollout']:>11.2f}"
+                          f"{x['s_update']:>10.2f}{x['rollout_tokens_per_s']:>15.0f}{v['peak_gib'] or 0:>10.2f}")
+                elif x:
+                    print(f"{name.replace('none', 'bf16')}: failed: {x}")
         for q, v in sides.items():
             d = v.get("decode_variants")
             if isinstance(d, dict):

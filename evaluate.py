@@ -512,6 +512,8 @@ class Args:
     """tokens per turn"""
     batch_size: int = 64
     """episodes per generate call"""
+    compile: bool = False
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
     breakdown: bool = False
     """also print the per-template / per-domain tables (always in --out and --html)"""
     out: str = ""
@@ -576,7 +578,8 @@ def main(argv=None):
 
     # The evaluation: each column through the real rollout loop, then metrics from the env outcomes
     kw = dict(seed=args.seed, greedy=args.greedy, temperature=args.temperature, top_p=args.top_p,
-              max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+              max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+              compile=args.compile)
     trajs = {}
     for label, name, adapter in sorted(cols, key=lambda c: c[1] in rollout.SCRIPTED):  # models first: fail early
         if name in rollout.SCRIPTED:
@@ -587,6 +590,8 @@ def main(argv=None):
                 policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
+            if args.compile and not rollout.supports_kv_reuse(policy):
+                fail(f"--compile needs the KV-cache path, which {name} does not support (rollout.supports_kv_reuse)")
             _, trajs[label] = evaluate(policy, tasks, tok, label=label, **kw)
             del policy
     trajs = {label: trajs[label] for label in labels}

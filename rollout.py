@@ -15,7 +15,9 @@ ids count real tokens only, so the model sees exactly what a fresh forward of th
 serve (sliding-window or recurrent layers, prompt-learning adapters: supports_kv_reuse) re-prefill the whole
 conversation with HF `generate` every turn (_generate_reprefill), which is also the reference the tests compare with.
 Both sample from the raw distribution whose log-probs they store: the model's generation_config (repetition_penalty,
-top_k, ...) is ignored.
+top_k, ...) is ignored. --compile (for GPUs): the same loop over a static cache whose decode step is compiled once
+(torch.compile; CUDA graphs on a GPU), so that a step replays as one graph instead of Python and a kernel launch per
+operation (same tokens as the dynamic cache; not yet timed on a GPU; on the CPU it is no faster).
 
 Tokens. An episode keeps one growing list of token ids: the chat-template prompt, then for each turn the sampled
 tokens exactly as generated (the model's own tokens, mask 1, with their log-probs), then the template's text for the
@@ -24,11 +26,11 @@ trained is exactly what was sampled. Scripted agents go through the same loop; t
 way, which makes them SFT data.
 
 Simplifications: stored log-probs are of the raw temperature-1 policy whatever the sampling temperature and top_p
-(sampling with temperature != 1 or top_p < 1 is off-policy by exactly that); the KV cache is a plain DynamicCache
-(concatenated at every token: no static or paged cache, no LoRA merged for generation); a batch keeps the holes of
-rows still running (columns are cut only when no row uses them); a chat template that rejects the `tool` role gets
-tool results as `user` messages; the boundary text after an assistant turn is taken from the template by string
-difference (exact for ChatML, Llama 3 and Qwen templates).
+(sampling with temperature != 1 or top_p < 1 is off-policy by exactly that); the KV cache is a DynamicCache
+(concatenated at every token) or, with --compile, a static one (no paged cache, no LoRA merged for generation); a
+batch keeps the holes of rows still running (columns are cut only when no row uses them); a chat template that
+rejects the `tool` role gets tool results as `user` messages; the boundary text after an assistant turn is taken from
+the template by string difference (exact for ChatML, Llama 3 and Qwen templates).
 """
 import argparse
 import ast
@@ -48,6 +50,7 @@ from tqdm.auto import tqdm
 import envs
 
 SCRIPTED = ("expert", "naive")
+STATIC_COLUMNS = 1024  # the first length of a static KV cache (rollout's compile=True); it grows when short
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,39 +242,66 @@ def supports_kv_reuse(model):
 
 
 class _KVBatch:
-    """Episodes generated together turn after turn over one KV cache (a transformers DynamicCache) that lives as long
-    as they do: nothing is prefilled twice.
+    """Episodes generated together turn after turn over one KV cache that lives as long as they do: nothing is
+    prefilled twice.
 
     Row i of the cache holds the first n_cached[i] ids of its episode, with holes: columns whose attention-mask entry
     is 0 (the left padding of each appended block, the steps after the row's turn ended). Position ids count real
     tokens only, so every row sees what a fresh forward of its ids would (model.token_logprobs). A turn appends the
     ids not yet cached (the prompt; later the last sampled token and the tool result) as one left-padded block, then
-    decodes one token per step for the whole batch until every row has ended; rows of finished episodes are dropped
-    (select) and columns that are holes in every remaining row are cut out."""
+    decodes one token per step for the whole batch until every row has ended.
 
-    def __init__(self, model, tok, n_rows):
+    Two caches. Default: a transformers DynamicCache; rows of finished episodes are dropped (select) and columns that
+    are holes in every remaining row are cut out. static=True (rollout's compile=True): a StaticCache of fixed shape,
+    so that the decode step can be compiled into CUDA graphs (`_static_parts`): no row is ever dropped (a finished
+    episode's row only stops being fed) and the columns fill up left to right; when a turn would not fit, each row's
+    real tokens are moved to the right end of a left-padded block (compact), and the cache grows 1.5x where even
+    that is too little."""
+
+    def __init__(self, model, tok, n_rows, static=False, compile=False, n_live=None):
         from transformers import DynamicCache
         self.model, self.pad, self.dev = model, tok.pad_token_id, model.device
         self.base = _base(model)
-        self.cache = DynamicCache(config=self.base.config)
         self.head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
-        self.attn = torch.zeros((n_rows, 0), dtype=torch.long, device=self.dev)
         self.n_cached = [0] * n_rows
+        self.live = list(range(n_rows if n_live is None else n_live))  # the cache row of each live episode, in order
+        self.static, self.compile, self.col = static, compile, 0
+        if static:
+            self.cache, self.step = _static_parts(model, n_rows, STATIC_COLUMNS, compile)
+            self.attn = torch.zeros((n_rows, self.cache.layers[0].max_cache_len), dtype=torch.long, device=self.dev)
+        else:
+            self.cache, self.step = DynamicCache(config=self.base.config), model
+            self.attn = torch.zeros((n_rows, 0), dtype=torch.long, device=self.dev)
 
     def _forward(self, ids, mask):
         """Append a block of ids [B, P] (mask 1: a real token) to the cache; fp32 logits after its last column."""
         pos = (self.attn.sum(1, keepdim=True) + mask.cumsum(1) - 1).clamp(min=0)
-        self.attn = torch.cat([self.attn, mask], 1)
-        out = self.model(input_ids=ids, attention_mask=self.attn, position_ids=pos, cache=self.cache,
-                         use_cache=True, **self.head)
-        return out.logits[:, -1].float()
+        if self.static:  # the block fills columns [col, col + P); one-token steps run the compiled forward
+            self.attn[:, self.col:self.col + ids.shape[1]] = mask
+            self.col += ids.shape[1]
+            fn = self.step if ids.shape[1] == 1 else self.model
+            if fn is not self.model and self.dev.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+        else:
+            self.attn, fn = torch.cat([self.attn, mask], 1), self.model
+        out = fn(input_ids=ids, attention_mask=self.attn, position_ids=pos, cache=self.cache, use_cache=True,
+                 **self.head)
+        logits = out.logits[:, -1].float()
+        return logits.clone() if fn is not self.model else logits  # a CUDA graph's output is overwritten next replay
 
     def select(self, keep):
-        """Keep only rows `keep` (indices, in order), then cut the columns that no remaining row uses."""
+        """Keep only the live episodes `keep` (indices into the live ones, in order). A dynamic cache drops the other
+        rows and cuts the columns that no remaining row uses; a static one only forgets the rows."""
+        if self.static:
+            gone = sorted(set(self.live) - {self.live[i] for i in keep})
+            self.attn[gone] = 0  # a finished episode's row is a hole from now on (compact drops it)
+            self.live = [self.live[i] for i in keep]
+            return
         if len(keep) < len(self.n_cached):
             idx = torch.tensor(keep, dtype=torch.long, device=self.dev)
             self.cache.batch_select_indices(idx)
             self.attn, self.n_cached = self.attn[idx], [self.n_cached[i] for i in keep]
+            self.live = list(range(len(keep)))
         used = self.attn.any(0)
         if self.attn.shape[0] and not bool(used.all()):
             cols = used.nonzero()[:, 0]
@@ -280,19 +310,50 @@ class _KVBatch:
                     layer.keys, layer.values = layer.keys[:, :, cols], layer.values[:, :, cols]
             self.attn = self.attn[:, cols]
 
+    def _make_room(self, n_cols):
+        """Static cache: room for n_cols more columns. First compact: each row's real tokens (in order) at the right
+        end of the first n columns, n = the most any row holds; then, if still short, a cache 1.5x as long."""
+        L = self.attn.shape[1]
+        if self.col + n_cols <= L:
+            return
+        real = self.attn.bool()
+        n = int(real.sum(1).max())
+        # source column of each target column: row r's k-th real token goes to column n - count_r + k
+        order = torch.sort(real.long(), dim=1, stable=True).indices[:, L - n:]  # holes first, then real, in order
+        for layer in self.cache.layers:
+            if layer.is_initialized:
+                for t in (layer.keys, layer.values):
+                    idx = order[:, None, :, None].expand(t.shape[0], t.shape[1], n, t.shape[3])
+                    t[:, :, :n] = t.gather(2, idx)
+                layer.cumulative_length.fill_(n)
+        self.attn.zero_()
+        self.attn[:, :n] = real.gather(1, order).long()
+        self.col = n
+        if n + n_cols > L:
+            old, n_rows = self.cache, self.attn.shape[0]
+            longer = -(-max(3 * L // 2, n + n_cols) // 128) * 128  # 1.5x, in whole 128s
+            self.cache, self.step = _static_parts(self.model, n_rows, longer, self.compile, old, n)
+            self.attn = torch.cat([self.attn, torch.zeros((n_rows, self.cache.layers[0].max_cache_len - L),
+                                                          dtype=torch.long, device=self.dev)], 1)
+
     @torch.no_grad()
     def turn(self, eps, tok, ends, greedy, temperature, top_p, max_new_tokens, min_new_tokens=0):
-        """One turn of every row's episode (in row order): [(text, ids, logprobs, end token text)]."""
-        pending = [e.ids[n:] for e, n in zip(eps, self.n_cached)]
-        P = max(len(p) for p in pending)
-        ids = torch.full((len(eps), P), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(eps), P), dtype=torch.long)
-        for i, p in enumerate(pending):
-            ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+        """One turn of every live episode `eps` (in live order): [(text, ids, logprobs, end token text)]."""
+        rows = self.live
+        pending = {r: e.ids[self.n_cached[r]:] for r, e in zip(rows, eps)}
+        B, P = len(self.n_cached), max(len(p) for p in pending.values())
+        ids = torch.full((B, P), self.pad, dtype=torch.long)
+        mask = torch.zeros((B, P), dtype=torch.long)
+        for r, p in pending.items():
+            ids[r, P - len(p):], mask[r, P - len(p):] = torch.tensor(p), 1
+        if self.static:
+            self._make_room(P + max_new_tokens)
         logits = self._forward(ids.to(self.dev), mask.to(self.dev))
         end_t = torch.tensor(ends, dtype=torch.long, device=self.dev)
-        alive = torch.ones(len(eps), dtype=torch.bool, device=self.dev)
-        toks, lps, n_gen = [], [], torch.zeros(len(eps), dtype=torch.long, device=self.dev)
+        alive = torch.zeros(B, dtype=torch.bool)
+        alive[rows] = True
+        alive = alive.to(self.dev)
+        toks, lps, n_gen = [], [], torch.zeros(B, dtype=torch.long, device=self.dev)
         for t in range(max_new_tokens):
             nxt, lp = _sample(logits, greedy, temperature, top_p, end_t if t < min_new_tokens else None)
             toks.append(nxt)
@@ -304,8 +365,38 @@ class _KVBatch:
             # rows still going feed their token; the others a hole (their last token is cached next turn)
             logits = self._forward(torch.where(alive, nxt, self.pad)[:, None], alive[:, None].long())
         n_gen = n_gen.tolist()
-        self.n_cached = [n + len(p) + k - 1 for n, p, k in zip(self.n_cached, pending, n_gen)]
-        return _results(tok, torch.stack(toks, 1).cpu(), torch.stack(lps, 1).cpu(), n_gen, ends)
+        for r in rows:
+            self.n_cached[r] += len(pending[r]) + n_gen[r] - 1
+        toks, lps = torch.stack(toks, 1).cpu(), torch.stack(lps, 1).cpu()
+        return _results(tok, toks[rows], lps[rows], [n_gen[r] for r in rows], ends)
+
+
+def _static_parts(model, n_rows, length, compile, old=None, n_old=0):
+    """A StaticCache of n_rows x `length` columns and the decode-step function for it. Both are kept on the policy
+    between rollouts: CUDA graphs recorded for a cache stay valid while its tensors keep their addresses, so the cache
+    is reused (reset) while it is long enough; `old` (its first n_old columns) is copied into a new, longer one.
+    compile: False (the plain forward), True (torch.compile, CUDA graphs on a GPU) or a torch.compile backend."""
+    from transformers import StaticCache
+    held = model.__dict__.get("_rollout_static")  # (cache, step, rows, length, compile)
+    if held is not None and held[4] != compile:
+        held = None
+    if old is None and held is not None and held[2] == n_rows and held[3] >= length:
+        held[0].reset()
+        return held[0], held[1]
+    cache = StaticCache(config=_base(model).config, max_cache_len=length)
+    if old is not None and old.layers[0].is_initialized:
+        k = old.layers[0].keys
+        cache.early_initialization(n_rows, k.shape[1], k.shape[3], k.dtype, k.device)
+        for new, l in zip(cache.layers, old.layers):
+            new.keys[:, :, :n_old], new.values[:, :, :n_old] = l.keys[:, :, :n_old], l.values[:, :, :n_old]
+            new.cumulative_length.fill_(n_old)
+    step = held[1] if held is not None else model
+    if compile and step is model:
+        kw = {"backend": compile} if compile is not True else \
+            {"mode": "reduce-overhead"} if model.device.type == "cuda" else {}
+        step = torch.compile(model, dynamic=False, **kw)
+    model.__dict__["_rollout_static"] = (cache, step, n_rows, length, compile)  # not a submodule: adds no parameter
+    return cache, step
 
 
 @torch.no_grad()
@@ -341,12 +432,15 @@ def _generate_reprefill(model, tok, batch, greedy, temperature, top_p, max_new_t
 
 
 def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0, top_p=1.0, max_steps=8,
-            max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True, kv_reuse=None):
+            max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True, kv_reuse=None,
+            compile=False):
     """Run episodes of `tasks` (each `group_size` times) with a model or a scripted agent ('expert' / 'naive').
 
     Returns trajectory dicts (Episode.to_dict). With a model, `tok` is required; with a scripted agent it is optional
     (given, the trajectories carry token ids and masks, for SFT). kv_reuse: None picks the KV-cache path (_KVBatch)
     where supports_kv_reuse(policy), else re-prefills every turn (_generate_reprefill); True / False force one.
+    compile: the KV-cache path over a static cache with the decode step compiled (torch.compile; CUDA graphs on a
+    GPU), every batch padded to the first one's size so that shapes never change; a backend name picks the backend.
     """
     scripted = isinstance(policy, str)
     if scripted and policy not in SCRIPTED:
@@ -364,6 +458,8 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
             kv_reuse = supports_kv_reuse(policy)
         elif kv_reuse and not supports_kv_reuse(policy):
             raise ValueError(f"kv_reuse=True: {type(_base(policy)).__name__} is not supported (supports_kv_reuse)")
+        if compile and not kv_reuse:
+            raise ValueError("compile needs the KV-cache path (kv_reuse; supports_kv_reuse)")
         was_training = policy.training
         policy.eval()
     bar = tqdm(total=len(eps), desc=f"rollout {label}", disable=not progress, leave=False)
@@ -376,9 +472,11 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
 
     if not scripted and kv_reuse:  # a batch at a time, all its turns, over one cache
         ends, order = _end_ids(policy, tok), sorted(eps, key=lambda e: len(e.ids))
+        n_rows = min(batch_size, len(order))
         for s in range(0, len(order), batch_size):
             rows = order[s:s + batch_size]
-            batch = _KVBatch(policy, tok, len(rows))
+            batch = _KVBatch(policy, tok, n_rows if compile else len(rows), static=bool(compile), compile=compile,
+                             n_live=len(rows))
             while True:
                 live = set(no_room([e for e in rows if not e.env.done]))
                 keep = [i for i, e in enumerate(rows) if e in live]
@@ -527,6 +625,8 @@ class Args:
     """tokens per turn"""
     batch_size: int = 64
     """episodes per generate call"""
+    compile: bool = False
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
     seed: int = 0
     """sampling seed"""
     out: str = "runs/rollouts.jsonl"
@@ -561,9 +661,12 @@ if __name__ == "__main__":
                                         adapter=args.adapter or None)
         except (M.ModelError, ValueError) as e:
             sys.exit(f"error: {e}")
+        if args.compile and not supports_kv_reuse(policy):
+            sys.exit(f"error: --compile needs the KV-cache path, which {args.model} does not support (supports_kv_reuse)")
         trajs = rollout(policy, tasks, tok, greedy=args.greedy, temperature=args.temperature, top_p=args.top_p,
                         max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                        seed=args.seed, label=args.model + (f"+{args.adapter}" if args.adapter else ""))
+                        seed=args.seed, label=args.model + (f"+{args.adapter}" if args.adapter else ""),
+                        compile=args.compile)
     save_jsonl(trajs, args.out)
     print(format_trajectory(trajs[0]))
     n = len(trajs)

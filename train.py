@@ -136,6 +136,8 @@ class Args:
     """sequences per forward/backward (gradient accumulation)"""
     rollout_batch: int = 256
     """episodes per generate call (rollouts and evaluation)"""
+    compile: bool = False
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
     max_grad_norm: float = 1.0
     """gradient clipping"""
     save_every: int = 10
@@ -198,7 +200,7 @@ def read_checkpoint(ckpt, args):
         sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
                  "start over without --resume")
     now = asdict(args)
-    free = ("steps", "save_every", "resume", "out")  # out: the folder it is in, however it is spelled
+    free = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however it is spelled
     changed = [k for k, v in state["args"].items() if k not in free and now.get(k, v) != v]
     if changed:
         sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
@@ -410,7 +412,8 @@ def eval_splits(policy, tok, args, label):
     for split in ("test", "ood"):
         tasks = R.pick_tasks(envs.make_split(split), args.eval_episodes)
         res[split] = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch)[0]
+                                max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch,
+                                compile=args.compile)[0]
     return res
 
 
@@ -462,7 +465,7 @@ def rl_step(policy, opt, tok, step, args, dev, judge):
     tasks = sample_tasks(step, args)
     trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch,
-                      seed=args.seed * 100003 + step, progress=False)
+                      seed=args.seed * 100003 + step, progress=False, compile=args.compile)
     t1 = time.time()
     rewards, used, advs, pairs = judge_groups(trajs, args, judge)
     t2 = time.time()
@@ -608,6 +611,8 @@ def main(argv=None):
             judge = J.LLMJudge(jm.eval(), jt)
     except M.ModelError as e:  # bad names, folders, adapters, judges (model.py makes every load error one)
         sys.exit(f"error: {e}")
+    if args.compile and not R.supports_kv_reuse(policy):
+        sys.exit(f"error: --compile needs the KV-cache path, which {base} does not support (rollout.supports_kv_reuse)")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")

@@ -168,14 +168,17 @@ def assert_logprobs_match_reforward(model, tok, trajs, tol=1e-4):
     return n_checked
 
 
-@pytest.mark.parametrize("kv_reuse", [True, False])
-def test_stored_logprobs_match_a_teacher_forced_reforward(kv_reuse, trained_tiny):
+@pytest.mark.parametrize("kv_reuse", [True, False, "compiled"])
+def test_stored_logprobs_match_a_teacher_forced_reforward(kv_reuse, trained_tiny, monkeypatch):
     model, tok, tasks = trained_tiny
     tasks = tasks[:4] + mixed_tasks(1)
+    compile = "eager" if kv_reuse == "compiled" else False  # static cache, the decode step traced by torch.compile
+    monkeypatch.setattr(R, "STATIC_COLUMNS", 128)  # a static cache that must compact and grow
     for temperature, top_p in ((1.0, 1.0), (0.7, 0.9)):  # log-probs are of the raw temperature-1 policy, always
         # the context limit ends episodes after different numbers of turns: rows leave the batch (and its cache)
         trajs = R.rollout(model, tasks, tok, temperature=temperature, top_p=top_p, max_steps=3, max_new_tokens=32,
-                          max_context=staggered_context(tok, tasks, 32), seed=3, progress=False, kv_reuse=kv_reuse)
+                          max_context=staggered_context(tok, tasks, 32), seed=3, progress=False,
+                          kv_reuse=bool(kv_reuse), compile=compile)
         assert assert_logprobs_match_reforward(model, tok, trajs) > 50
         # episodes of different lengths, turns and turn lengths shared the batch (the cache had holes)
         assert len({len(t["ids"]) for t in trajs}) >= 4 and len({len(t["turns"]) for t in trajs}) >= 2
@@ -199,6 +202,39 @@ def test_kv_reuse_greedy_equals_the_reprefill_path(which, tiny, trained_tiny):
     assert len({len(t["turns"]) for t in old}) >= 2  # episodes left the batch after different turns
     if which == "trained":  # turns that ended early left holes in the cache
         assert len({e - s for t in old for s, e in runs(t["mask"])}) >= 4
+
+
+@pytest.mark.parametrize("which", ["random", "trained"])
+def test_static_compiled_cache_equals_the_dynamic_one(which, tiny, trained_tiny, monkeypatch):
+    """compile=...: a static cache (finished rows kept as holes, compacted when full, grown when compaction is not
+    enough) and the decode step through torch.compile generate token for token what the dynamic cache does, at any
+    batch size; every decode step of a rollout has the same shapes, so the step compiles once per batch size and
+    cache length (a CUDA graph can replay it), and a later rollout reuses it."""
+    model, tok = tiny if which == "random" else trained_tiny[:2]
+    tasks = mixed_tasks(2) if which == "random" else trained_tiny[2][:6] + mixed_tasks(1)
+    n = 24 if which == "random" else 40
+    kw = dict(greedy=True, max_steps=4, max_new_tokens=n, max_context=staggered_context(tok, tasks, n) + 2 * n,
+              progress=False)
+    graphs = []
+
+    def backend(gm, example_inputs):  # a torch.compile backend that counts the graphs it is given
+        graphs.append(gm)
+        return gm.forward
+
+    dynamic = R.rollout(model, tasks, tok, **kw)
+    grown = []
+    monkeypatch.setattr(R, "STATIC_COLUMNS", 128)  # shorter than the episodes: compaction, then a longer cache
+    try:
+        for bs in (64, 3):
+            assert_same_trajectories(dynamic, R.rollout(model, tasks, tok, batch_size=bs, compile=backend, **kw))
+            grown.append(model.__dict__["_rollout_static"][3])
+            n_graphs = len(graphs)
+            assert_same_trajectories(dynamic, R.rollout(model, tasks, tok, batch_size=bs, compile=backend, **kw))
+            assert len(graphs) == n_graphs  # the second rollout compiled nothing
+    finally:
+        model.__dict__.pop("_rollout_static", None)
+    assert min(grown) > 128 and 1 <= len(graphs) <= 6  # a graph per cache shape, not per step or turn
+    assert len({len(t["turns"]) for t in dynamic}) >= 2  # rows finished at different turns
 
 
 def test_generation_config_does_not_change_what_is_sampled(trained_tiny):
@@ -244,6 +280,7 @@ def test_kv_reuse_with_a_lora_adapter(quant, tiny_dir):
     kw = dict(greedy=True, max_steps=2, max_new_tokens=12, progress=False)
     new = R.rollout(model, tasks, tok, kv_reuse=True, **kw)
     assert_same_trajectories(R.rollout(model, tasks, tok, kv_reuse=False, **kw), new)
+    assert_same_trajectories(R.rollout(model, tasks, tok, compile="eager", **kw), new)  # traced through peft (+ bnb)
     assert model.training  # load_policy returns it in train mode; rollout restores that
     model.eval()
     assert_logprobs_match_reforward(model, tok, R.rollout(model, tasks, tok, max_steps=2, max_new_tokens=12,
@@ -251,6 +288,7 @@ def test_kv_reuse_with_a_lora_adapter(quant, tiny_dir):
     with model.disable_adapter():  # the reference policy generates through the same path
         ref = R.rollout(model, tasks, tok, kv_reuse=True, **kw)
         assert_same_trajectories(R.rollout(model, tasks, tok, kv_reuse=False, **kw), ref)
+        assert_same_trajectories(R.rollout(model, tasks, tok, compile="eager", **kw), ref)
     assert [t["logprobs"] for t in ref] != [t["logprobs"] for t in new]  # the adapter mattered
 
 
@@ -269,6 +307,8 @@ def test_models_without_kv_reuse_support_fall_back_to_reprefill(tiny):
     assert all(t["outcome"]["steps"] == 2 for t in trajs)
     with pytest.raises(ValueError, match="kv_reuse=True"):
         R.rollout(model, mixed_tasks(1)[:1], tok, max_steps=1, max_new_tokens=2, progress=False, kv_reuse=True)
+    with pytest.raises(ValueError, match="compile needs the KV-cache path"):
+        R.rollout(model, mixed_tasks(1)[:1], tok, max_steps=1, max_new_tokens=2, progress=False, compile=True)
 
 
 # ---------------------------------------------------------------------------------- truncation and seeding

@@ -164,6 +164,7 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        torch.manual_seed(0)  # LoRA A's init: the same data every run
         policy, tok = M.load_policy(tiny_dir, device="cpu")
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -187,7 +188,7 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
         ref, mask, old = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)
         logp, _, _ = T.masked_logprobs(policy, trajs, tok, "cpu")
         T.pg_loss(logp, old, ref, torch.tensor(advs), mask, args.clip_eps, args.kl_coef)[0].backward()
-        assert torch.allclose(got, grads(), atol=1e-6, rtol=1e-4) and grads().abs().max() > 1e-4
+        assert torch.allclose(got, grads(), atol=1e-5, rtol=1e-4) and grads().abs().max() > 1e-4
 
         pairs = [(trajs[i], trajs[j]) for i, j in ((0, 5), (7, 1), (2, 3), (6, 4), (3, 7))]
         T.dpo_update(policy, opt, tok, pairs, T.Args(micro_batch=2, dpo_beta=0.5), "cpu")
@@ -198,7 +199,7 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
         logp, _, _ = T.masked_logprobs(policy, mb, tok, "cpu")
         seq, rseq = (logp * mask).sum(-1), (ref * mask).sum(-1)
         T.dpo_loss(seq[0::2], seq[1::2], rseq[0::2], rseq[1::2], 0.5).backward()
-        assert torch.allclose(got, grads(), atol=1e-6, rtol=1e-4) and grads().abs().max() > 1e-4
+        assert torch.allclose(got, grads(), atol=1e-5, rtol=1e-4) and grads().abs().max() > 1e-4
     finally:
         torch.set_num_threads(n)
 
