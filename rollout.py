@@ -287,7 +287,10 @@ class _KVBatch:
         out = fn(input_ids=ids, attention_mask=self.attn, position_ids=pos, cache=self.cache, use_cache=True,
                  **self.head)
         logits = out.logits[:, -1].float()
-        return logits.clone() if fn is not self.model else logits  # a CUDA graph's output is overwritten next replay
+        if self.static:  # a copy (a CUDA graph's output is overwritten by its next replay); rows fed nothing (a
+            # finished episode, a hole) attend to nothing, which some attention kernels answer with NaN: zeros here
+            logits = logits.masked_fill(~mask.bool().any(1, keepdim=True), 0.0)
+        return logits
 
     def select(self, keep):
         """Keep only the live episodes `keep` (indices into the live ones, in order). A dynamic cache drops the other
