@@ -13,7 +13,8 @@ What is measured:
    turns of the preset's 96 tokens; judge; pg_update + finish_step on every trajectory): seconds per iteration
    split into rollout / update, and peak GPU memory (torch.cuda.max_memory_allocated) over all of it; then
    (--compile) --iterations + 1 more with rollout's compile=True (train.py --compile: a static KV cache and the
-   decode step compiled with CUDA graphs; the first of them compiles and is not in the median). The policy is
+   decode step compiled with CUDA graphs; the first of them is not in the median), after checking that greedy
+   episodes come out the same with and without it (bf16 kernels may round differently). The policy is
    SmolLM2 before any SFT, so its turns are not those of a trained agent; the comparison is fair, the absolute
    numbers are a guide (item 2 has the real ones). Then (--decode) the time of one decode step at that batch size in
    bare `generate`: as is, with a static cache (which transformers compiles on a GPU, CUDA graphs included, unless
@@ -170,10 +171,14 @@ def small_side(args, quant, device):
                 "rollout_tokens_per_s": r2(median([r["tokens"] / r["rollout"] for r in timed]), 1)}
 
     out |= iterations(args.iterations, quant)
-    if args.compile:  # its first iteration compiles (and records the CUDA graphs)
+    if args.compile:  # the same greedy episodes with and without it, then RL iterations (the first one compiles)
         targs.compile = True
         try:
-            out["compiled"] = iterations(args.iterations + 1, f"{quant} --compile")
+            kw = dict(group_size=args.group_size, greedy=True, max_steps=2, max_new_tokens=32, progress=False)
+            plain, compiled = (R.rollout(policy, tasks, tok, compile=c, **kw) for c in (False, True))
+            same = sum(a["ids"] == b["ids"] for a, b in zip(plain, compiled)) / len(plain)
+            print(f"  {quant} --compile: greedy episodes identical to the plain path: {same:.2f}", flush=True)
+            out["compiled"] = {"greedy_same_ids": r2(same)} | iterations(args.iterations + 1, f"{quant} --compile")
         except Exception as e:
             out["compiled"] = f"{type(e).__name__}: {str(e)[:300]}"
         targs.compile = False
