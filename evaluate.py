@@ -513,7 +513,7 @@ class Args:
     batch_size: int = 64
     """episodes per generate call"""
     compile: bool = False
-    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU): greedy gives the same tokens"""
     breakdown: bool = False
     """also print the per-template / per-domain tables (always in --out and --html)"""
     out: str = ""

@@ -17,7 +17,7 @@ conversation with HF `generate` every turn (_generate_reprefill), which is also 
 Both sample from the raw distribution whose log-probs they store: the model's generation_config (repetition_penalty,
 top_k, ...) is ignored. --compile (for GPUs): the same loop over a static cache whose decode step is compiled once
 (torch.compile; CUDA graphs on a GPU), so that a step replays as one graph instead of Python and a kernel launch per
-operation (same tokens as the dynamic cache; not yet timed on a GPU; on the CPU it is no faster).
+operation (greedy: the same tokens as the dynamic cache; not yet timed on a GPU; on the CPU it is no faster).
 
 Tokens. An episode keeps one growing list of token ids: the chat-template prompt, then for each turn the sampled
 tokens exactly as generated (the model's own tokens, mask 1, with their log-probs), then the template's text for the
@@ -629,7 +629,7 @@ class Args:
     batch_size: int = 64
     """episodes per generate call"""
     compile: bool = False
-    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU): greedy gives the same tokens"""
     seed: int = 0
     """sampling seed"""
     out: str = "runs/rollouts.jsonl"

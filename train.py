@@ -21,7 +21,8 @@ Stages.
    after a LoRA SFT, a frozen copy of the SFT adapter (model.reference).
 
 Outputs in --out: adapter/ (peft, safetensors), log.jsonl (one line per RL step), curves.png, summary.json =
-{"seconds", "peak_memory_gb", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py.
+{"seconds", "peak_memory_gb", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py,
+args.json (the run's flags: --resume keeps them), ckpt/ (checkpoints for --resume).
 
 Simplifications and deviations from the paper:
 - The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
@@ -137,7 +138,7 @@ class Args:
     rollout_batch: int = 256
     """episodes per generate call (rollouts and evaluation)"""
     compile: bool = False
-    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU); the same tokens, compiled once"""
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU): greedy gives the same tokens"""
     max_grad_norm: float = 1.0
     """gradient clipping"""
     save_every: int = 10
@@ -199,13 +200,19 @@ def read_checkpoint(ckpt, args):
     if not ok:
         sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
                  "start over without --resume")
+    same_flags(state["args"], args)
+    return state, saved
+
+
+def same_flags(made_with, args):
+    """Exit with one line where `args` differ from the flags a run was made with (--resume keeps them; only
+    --steps, --save-every, --compile and the spelling of --out may change)."""
     now = asdict(args)
     free = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however it is spelled
-    changed = [k for k, v in state["args"].items() if k not in free and now.get(k, v) != v]
+    changed = [k for k, v in made_with.items() if k not in free and now.get(k, v) != v]
     if changed:
         sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
-            f"--{k.replace('_', '-')} {state['args'][k]} (now {now[k]})" for k in changed[:4]))
-    return state, saved
+            f"--{k.replace('_', '-')} {made_with[k]} (now {now[k]})" for k in changed[:4]))
 
 
 def read_log(path, before_step):
@@ -548,7 +555,8 @@ def parse(argv):
 
 
 def clear_earlier_run(out):
-    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter"]
+    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
+             "args.json"]
     if any(os.path.exists(os.path.join(out, n)) for n in stale):
         print(f"{out} holds an earlier run: starting over (pass --resume to continue it)")
     for n in stale:
@@ -594,10 +602,20 @@ def main(argv=None):
     random.seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
+    flags_path = os.path.join(args.out, "args.json")  # the run's flags, for a --resume before its first checkpoint
     if not args.resume:
         clear_earlier_run(args.out)
     ckpt = latest_checkpoint(args.out) if args.resume else None
     state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)
+    if args.resume and not ckpt and os.path.isfile(flags_path):  # killed in SFT or the first evaluation
+        try:
+            made_with = json.load(open(flags_path))
+            assert isinstance(made_with, dict)
+        except (ValueError, AssertionError):
+            sys.exit(f"error: cannot resume: {flags_path} is unreadable; start over without --resume")
+        same_flags(made_with, args)
+    if not os.path.isfile(flags_path):
+        write_json(flags_path, asdict(args))
     if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
         print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
     print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")

@@ -331,6 +331,23 @@ def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path
     assert T.read_log(str(tmp_path / "none.jsonl"), 3) == []
 
 
+def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_dir):
+    """A run killed in its SFT or first evaluation (no checkpoint yet) left its flags in args.json: --resume with
+    other flags exits with one line before anything is loaded, as it does after a checkpoint."""
+    out = tmp_path / "run"
+    out.mkdir()
+    made = ["--model", tiny_dir, "--out", str(out), *QUICK]
+    (out / "args.json").write_text(json.dumps(T.asdict(T.parse(made))))
+    with pytest.raises(SystemExit) as ei:
+        T.main([*made, "--resume", "--max-new-tokens", "20"])
+    assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with " \
+                            "--max-new-tokens 12 (now 20)"
+    (out / "args.json").write_text('{"model": ')
+    with pytest.raises(SystemExit) as ei:
+        T.main([*made, "--resume"])
+    assert str(ei.value).startswith("error: cannot resume: ") and "unreadable" in str(ei.value)
+
+
 def test_resume_after_kill_continues_the_same_run(tmp_path, tiny_dir, cli_env):
     common = ["--model", tiny_dir, *QUICK, "--steps", "4", "--save-every", "2", "--eval-episodes", "0"]
     ref = tmp_path / "ref"
