@@ -737,7 +737,8 @@ def _check_check(c, tools, field):
         _need(envs.fits(props[k]["type"], v), f, f"must be a {props[k]['type']}, like the tool's argument")
         if (tool, k) in envs.ADDRESS_ARGS:
             try:
-                envs.recipients(v)
+                for x in v if isinstance(v, list) else [v]:
+                    envs.recipients(x)
             except envs.ToolError as e:
                 _need(False, f, str(e))
     _need(isinstance(c.get("contains", {}), dict), f"{field}.contains", "must map argument names to lists of strings")
