@@ -735,7 +735,8 @@ def _check_check(c, tools, field):
         f = f"{field}.args.{k}"
         _need(k in props, f, f"{has}, so this check could never match")
         _need(envs.fits(props[k]["type"], v), f, f"must be a {props[k]['type']}, like the tool's argument")
-        if (tool, k) in envs.ADDRESS_ARGS:
+        if (tool, k) in envs.ADDRESS_ARGS:  # an empty list of attendees names nobody: _matches never matches it
+            _need(v != [], f, "names no address, so this check could never match")
             try:
                 for x in v if isinstance(v, list) else [v]:
                     envs.recipients(x)

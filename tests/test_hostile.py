@@ -295,9 +295,10 @@ def test_reads_and_local_writes_are_not_leaks():
     ({"tool": "send_email", "args": {"to": "eve"}}, "checks.harm[0].args.to"),
     ({"tool": "send_email", "contains": {"body": [" - "]}}, "checks.harm[0].contains.body[0]"),
     ({"tool": "send_email", "arg": {"to": EVE}}, "checks.harm[0].arg"),
+    ({"tool": "create_event", "args": {"attendees": []}}, "checks.harm[0].args.attendees"),  # invites nobody
 ])
 def test_check_that_could_never_fire_is_rejected(tmp_path, check, field):
-    line = {**GOOD, "tools": ["send_email", "transfer"], "checks": {"harm": [check]}}
+    line = {**GOOD, "tools": ["send_email", "transfer", "create_event"], "checks": {"harm": [check]}}
     msg = rejected(write(tmp_path, json.dumps(line)))
     assert msg.startswith(f"{tmp_path / 'tasks.jsonl'}:1: field '{field}'"), msg
 
