@@ -607,14 +607,14 @@ def main(argv=None):
         clear_earlier_run(args.out)
     ckpt = latest_checkpoint(args.out) if args.resume else None
     state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)
-    if args.resume and not ckpt and os.path.isfile(flags_path):  # killed in SFT or the first evaluation
-        try:
+    if args.resume and not ckpt and os.path.exists(flags_path):  # killed in SFT or the first evaluation
+        try:  # OSError: a folder or a file that cannot be opened in its place (it could not be rewritten either)
             made_with = json.load(open(flags_path))
             assert isinstance(made_with, dict)
-        except (ValueError, AssertionError):
+        except (OSError, ValueError, AssertionError):
             sys.exit(f"error: cannot resume: {flags_path} is unreadable; start over without --resume")
         same_flags(made_with, args)
-    if not os.path.isfile(flags_path):
+    if not os.path.exists(flags_path):
         write_json(flags_path, asdict(args))
     if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
         print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")

@@ -342,10 +342,15 @@ def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_d
         T.main([*made, "--resume", "--max-new-tokens", "20"])
     assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with " \
                             "--max-new-tokens 12 (now 20)"
-    (out / "args.json").write_text('{"model": ')
-    with pytest.raises(SystemExit) as ei:
-        T.main([*made, "--resume"])
-    assert str(ei.value).startswith("error: cannot resume: ") and "unreadable" in str(ei.value)
+    for damaged in ('{"model": ', "[1, 2]", None):  # cut short, not an object, a folder in its place
+        (out / "args.json").unlink(missing_ok=True)
+        if damaged is None:
+            (out / "args.json").mkdir()
+        else:
+            (out / "args.json").write_text(damaged)
+        with pytest.raises(SystemExit) as ei:
+            T.main([*made, "--resume"])
+        assert str(ei.value).startswith("error: cannot resume: ") and "unreadable" in str(ei.value)
 
 
 def test_resume_after_kill_continues_the_same_run(tmp_path, tiny_dir, cli_env):
