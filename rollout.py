@@ -398,6 +398,9 @@ def _static_parts(model, n_rows, length, compile, old=None, n_old=0):
         kw = {"backend": compile} if compile is not True else \
             {"mode": "reduce-overhead"} if model.device.type == "cuda" else {}
         step = torch.compile(model, dynamic=False, **kw)
+        # one compiled version per (rows, cache length, adapter state): past dynamo's default of 8 it would run
+        # uncompiled without a word (a run sees ~2 row counts and a few lengths; an evaluation of many models more)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     model.__dict__["_rollout_static"] = (cache, step, n_rows, length, compile)  # not a submodule: adds no parameter
     return cache, step
 
