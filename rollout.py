@@ -252,21 +252,21 @@ class _KVBatch:
     decodes one token per step for the whole batch until every row has ended.
 
     Two caches. Default: a transformers DynamicCache; rows of finished episodes are dropped (select) and columns that
-    are holes in every remaining row are cut out. static=True (rollout's compile=True): a StaticCache of fixed shape,
+    are holes in every remaining row are cut out. With `compile` (rollout's compile): a StaticCache of fixed shape,
     so that the decode step can be compiled into CUDA graphs (`_static_parts`): no row is ever dropped (a finished
     episode's row only stops being fed) and the columns fill up left to right; when a turn would not fit, each row's
     real tokens are moved to the right end of a left-padded block (compact), and the cache grows 1.5x where even
     that is too little."""
 
-    def __init__(self, model, tok, n_rows, static=False, compile=False, n_live=None):
+    def __init__(self, model, tok, n_rows, compile=False, n_live=None):
         from transformers import DynamicCache
         self.model, self.pad, self.dev = model, tok.pad_token_id, model.device
         self.base = _base(model)
         self.head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
         self.n_cached = [0] * n_rows
         self.live = list(range(n_rows if n_live is None else n_live))  # the cache row of each live episode, in order
-        self.static, self.compile, self.col = static, compile, 0
-        if static:
+        self.static, self.compile, self.col = bool(compile), compile, 0
+        if self.static:
             self.cache, self.step = _static_parts(model, n_rows, STATIC_COLUMNS, compile)
             self.attn = torch.zeros((n_rows, self.cache.layers[0].max_cache_len), dtype=torch.long, device=self.dev)
         else:
@@ -481,8 +481,7 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
         n_rows = min(batch_size, len(order))
         for s in range(0, len(order), batch_size):
             rows = order[s:s + batch_size]
-            batch = _KVBatch(policy, tok, n_rows if compile else len(rows), static=bool(compile), compile=compile,
-                             n_live=len(rows))
+            batch = _KVBatch(policy, tok, n_rows if compile else len(rows), compile, n_live=len(rows))
             while True:
                 live = set(no_room([e for e in rows if not e.env.done]))
                 keep = [i for i, e in enumerate(rows) if e in live]
