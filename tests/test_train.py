@@ -268,6 +268,34 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
     assert "before" in r.stdout and "after" in r.stdout  # the before/after table
 
 
+def test_train_with_compile_evaluates_as_without(tmp_path, tiny_dir, monkeypatch):
+    """train.py --compile (torch.compile traced by dynamo, run eagerly on the CPU): the whole run goes through, the
+    step is compiled once per policy, and its greedy before-RL evaluation equals one without --compile."""
+    import model as M
+    real, calls = torch.compile, []
+
+    def compile(fn, **kw):  # the policy traced by dynamo, run eagerly (bitsandbytes compiles functions of its own)
+        if isinstance(fn, torch.nn.Module):
+            calls.append(kw)
+            kw = dict(backend="eager", dynamic=kw.get("dynamic"))
+        return real(fn, **kw)
+
+    monkeypatch.setattr(torch, "compile", compile)
+    out = tmp_path / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        T.main(["--preset", "tiny", "--model", tiny_dir, "--out", str(out), *QUICK, "--compile"])
+        summary = json.load(open(out / "summary.json"))
+        args = T.parse(["--preset", "tiny", "--model", tiny_dir, "--out", str(out), *QUICK])
+        policy, tok = M.load_policy(str(out / "sft"), device="cpu")  # the warm start, a fresh (no-op) adapter
+        plain = T.eval_splits(policy, tok, args, "plain")
+    finally:
+        torch.set_num_threads(n)
+    assert len(calls) == 1 and len(json.load(open(out / "args.json"))) > 10
+    assert json.loads(json.dumps(plain)) == summary["before"] and summary["after"]["test"]["overall"]["n"] == 4
+
+
 def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli_env):
     """`--preset base` (tiny budget): full SFT with copy drills, no RL, the model exported; a `tiny` run then starts
     from that directory and takes its before-RL numbers from the export's build.json (same evaluation settings)."""
