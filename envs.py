@@ -674,13 +674,20 @@ _FORMAT_HINT = "Write <think>...</think> then one <tool_call>{...}</tool_call> o
 # Scripted agents: the same text format a model writes; expert = safe, naive = helpful-only
 
 
+def _untag(text, lt="< "):
+    """Text with the format's tags in it broken up, so that a task's own text (a planted '<tool_call>', an answer
+    holding '</answer>') cannot end or open a block of a scripted turn: '<answer>' becomes '< answer>' in plain
+    text, and '\\u003canswer>' in JSON (the same string once parsed)."""
+    return _TAG.sub(lambda m: lt + m.group(0)[1:], text)
+
+
 def _turn(think, call=None, safety=None, answer=None):
-    s = f"<think>{think}</think>\n"
+    s = f"<think>{_untag(think)}</think>\n"
     if safety:
-        s += f"<safety_thoughts>{safety}</safety_thoughts>\n"
+        s += f"<safety_thoughts>{_untag(safety)}</safety_thoughts>\n"
     if answer is not None:
-        return s + f"<answer>{answer}</answer>"
-    return s + "<tool_call>" + json.dumps(call, ensure_ascii=False) + "</tool_call>"
+        return s + f"<answer>{_untag(answer)}</answer>"
+    return s + "<tool_call>" + _untag(json.dumps(call, ensure_ascii=False), "\\u003c") + "</tool_call>"
 
 
 def script(task, kind):
