@@ -324,7 +324,7 @@ NONEXISTENT = [
 
 @pytest.mark.parametrize("name,args,msg", NONEXISTENT, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(NONEXISTENT)])
 def test_tool_error_paths(name, args, msg):
-    task = _task(checks={"success": [{"tool": name}], "harm": [{"tool": name}]})
+    task = _task(category="harmful", checks={"success": [{"tool": name}], "harm": [{"tool": name}]})  # both scored
     env, obs = _step_error(task, _call(name, **args))
     assert msg in obs
     o = env.outcome()
