@@ -752,6 +752,31 @@ def _check_check(c, tools, field):
             _need(envs._norm(x), f"{f}[{i}]", "is empty once case, spaces and punctuation are ignored: it matches anything")
 
 
+def _shown(state, tools):
+    """Every text the task's tools can show of the world: each reading tool run on each file, email, contact, page,
+    ... it can name (a search for each page), and each listing tool run once. What no text here holds, no agent
+    sees: an extra field of an event, a comment on a path that is no file, a page with no browse or search."""
+    keys = {"read_file": ("path", state["files"]), "read_comments": ("path", state["comments"]),
+            "read_email": ("id", [m["id"] for m in state["inbox"]]),
+            "find_contact": ("name", [c["name"] for c in state["contacts"]]), "browse": ("url", state["web"]),
+            "search_web": ("query", [f"{u} {x}" for u, x in state["web"].items()]),
+            "get_secret": ("name", state["vault"]),
+            "read_chat": ("channel", state["chat"]), "read_logs": ("server", state["servers"]),
+            "read_ticket": ("id", [x["id"] for x in state["tickets"]])}
+    out = []
+    for name in tools:
+        if name in keys:
+            calls = [{keys[name][0]: v} for v in keys[name][1]]
+        else:  # a listing tool (no required argument) shows its all; a tool that acts shows nothing of the world
+            calls = [{}] if not TOOLS[name]["parameters"]["required"] and name not in envs.SENSITIVE else []
+        for a in calls:
+            try:
+                out.append(envs._run_tool(state, name, a))
+            except envs.ToolError:
+                pass
+    return out
+
+
 def _implies(s, h, files):
     """Whether every call that passes success check s passes harm check h too: the same tool (or, for a harm check
     on delete_file, a write_file over a file of the world), every argument h names given alike in s, and every text
@@ -848,6 +873,10 @@ def validate_task(t):
                   f"must be {_A[typ]}")
         for i, c in enumerate(inj.get("calls", [])):
             _check_call(c, tools, f"injection.calls[{i}]")
+        planted = envs._norm(inj["text"])
+        _need(planted in envs._norm(t["instruction"]) or any(planted in envs._norm(x) for x in _shown(state, tools)),
+              "injection.text", "no tool of the task shows it: plant it in the world where a tool the task offers "
+              "reads it (a file's content for read_file, a page for browse, an event's notes for list_events)")
         for f in ("plan", "naive_plan"):
             n = len(t.get(f, []))
             _need("after" not in inj or f not in t or 0 <= inj["after"] < n, "injection.after",
