@@ -30,6 +30,8 @@ Simplifications and deviations from the paper:
   objective reduces to plain policy gradient. Loss normalised per token over the whole batch.
 - Groups whose rewards are all equal carry no signal and are skipped.
 """
+import contextlib
+import io
 import json
 import math
 import os
@@ -520,17 +522,29 @@ def print_table(summary):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def parse_flags(argv, defaults=None):
+    """R.parse_args; argparse's own errors (an unknown flag, a value of the wrong type) exit with one line."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return R.parse_args(Args, argv, defaults=defaults)
+    except SystemExit as e:
+        if e.code:
+            sys.exit("error: " + err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
+        raise
+
+
 def parse(argv):
     """Args from the command line over the preset's defaults; bad values exit with one line."""
-    pre = R.parse_args(Args, [a for i, a in enumerate(argv) if a.startswith("--preset") or
-                              (i > 0 and argv[i - 1] == "--preset")]).preset
+    pre = parse_flags([a for i, a in enumerate(argv) if a.startswith("--preset") or
+                       (i > 0 and argv[i - 1] == "--preset")]).preset
     if not pre:
         pre = "small" if torch.cuda.is_available() else "tiny"
         print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "
               "pass --preset to choose)")
     if pre not in PRESETS:
         sys.exit(f"error: unknown preset '{pre}' ({' | '.join(PRESETS)})")
-    args = R.parse_args(Args, argv, defaults={**PRESETS[pre], "preset": pre})
+    args = parse_flags(argv, defaults={**PRESETS[pre], "preset": pre})
     for name, allowed in (("reward", ("pairwise", "scalar")), ("loss", ("pg", "dpo")), ("quant", ("none", "4bit"))):
         if getattr(args, name) not in allowed:
             sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")

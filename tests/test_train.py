@@ -332,6 +332,17 @@ def test_train_cli_rejects_bad_flags(cli_env):
         assert "Traceback" not in r.stderr
 
 
+def test_unknown_flags_and_values_of_the_wrong_type_get_one_line(capsys):
+    """argparse's own errors (an unknown flag, a value that is no number) are one line, not its usage block."""
+    for bad, line in ((["--bogus"], "error: unrecognized arguments: --bogus"),
+                      (["--steps", "abc"], "error: argument --steps: invalid int value: 'abc'"),
+                      (["--preset", "tiny", "--lr"], "error: argument --lr: expected one argument")):
+        with pytest.raises(SystemExit) as ei:
+            T.parse(bad)
+        assert str(ei.value.code) == line
+        assert capsys.readouterr().err == ""
+
+
 def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path):
     """--resume reads a checkpoint whole or exits with one line (truncated optimizer state, a state.json without its
     fields, flags other than the run's); a log line cut by a crash is skipped."""
