@@ -536,8 +536,7 @@ def parse_flags(argv, defaults=None):
 
 def parse(argv):
     """Args from the command line over the preset's defaults; bad values exit with one line."""
-    pre = parse_flags([a for i, a in enumerate(argv) if a.startswith("--preset") or
-                       (i > 0 and argv[i - 1] == "--preset")]).preset
+    pre = parse_flags(argv).preset  # the whole line: --preset as argparse reads it (--pre base, --preset=base)
     if not pre:
         pre = "small" if torch.cuda.is_available() else "tiny"
         print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "

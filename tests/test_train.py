@@ -343,6 +343,18 @@ def test_unknown_flags_and_values_of_the_wrong_type_get_one_line(capsys):
         assert capsys.readouterr().err == ""
 
 
+def test_preset_spelled_as_argparse_takes_it_gets_its_defaults(capsys):
+    """--preset however argparse reads it (an abbreviation, with '=') brings that preset's defaults, not tiny's
+    under the name of another preset; a bad flag fails before the line that says which preset was picked."""
+    want = T.parse(["--preset", "base"])
+    for argv in (["--pres", "base"], ["--pre=base"], ["--preset=base"]):
+        assert T.parse(argv) == want
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        T.parse(["--bogus"])
+    assert capsys.readouterr().out == ""
+
+
 def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path):
     """--resume reads a checkpoint whole or exits with one line (truncated optimizer state, a state.json without its
     fields, flags other than the run's); a log line cut by a crash is skipped."""
