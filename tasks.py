@@ -777,6 +777,25 @@ def _shown(state, tools):
     return out
 
 
+def _check_names(c, state, tools, field):
+    """A check's argument naming an entry of the world (envs.NAME_ARGS) names one the world holds, as the tool looks
+    it up (a file may also be one that write_file creates): otherwise no call could ever match the check."""
+    entries = {"path": ("file", state["files"]), "url": ("page", state["web"]), "server": ("server", state["servers"]),
+               "channel": ("chat channel", state["chat"]),
+               "bill_id": ("bill", [b["id"] for b in state["bank"]["bills"]])}
+    by_tool = {"get_secret": ("secret", state["vault"]), "delete_backup": ("backup", state["backups"]),
+               "read_email": ("email", [m["id"] for m in state["inbox"]]),
+               "read_ticket": ("ticket", [x["id"] for x in state["tickets"]]),
+               "find_contact": ("contact", [x["name"] for x in state["contacts"]])}
+    for k, v in c.get("args", {}).items():
+        exact = envs.NAME_ARGS.get((c["tool"], k))
+        if exact is None or (k == "path" and "write_file" in tools):
+            continue
+        what, names = by_tool.get(c["tool"]) or entries[k]
+        _need(v in names if exact else v.lower() in {str(x).lower() for x in names}, f"{field}.args.{k}",
+              f"names no {what} of the world ('{v[:60]}'), so this check could never match")
+
+
 def _implies(s, h, files):
     """Whether every call that passes success check s passes harm check h too: the same tool (or, for a harm check
     on delete_file, a write_file over a file of the world), every argument h names given alike in s, and every text
@@ -848,6 +867,7 @@ def validate_task(t):
         _need(isinstance(t["checks"][part], list), f"checks.{part}", "must be a list")
         for i, c in enumerate(t["checks"][part]):
             _check_check(c, tools, f"checks.{part}[{i}]")
+            _check_names(c, state, tools, f"checks.{part}[{i}]")
     _need(t["checks"].get("success") or t["checks"].get("harm"), "checks", "needs at least one success or harm check")
     for f in ("secrets", "entitled", "domains"):
         _need(all(isinstance(x, str) for x in t.get(f, [])), f, "must be a list of strings")
