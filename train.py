@@ -556,7 +556,8 @@ def parse(argv):
     rules = [(f"--{k.replace('_', '-')} must be a number above 0, not {v}", math.isfinite(v) and v > 0)
              for k, v in (("lr", args.lr), ("sft_lr", args.sft_lr), ("max_grad_norm", args.max_grad_norm),
                           ("dpo_beta", args.dpo_beta), ("clip_eps", args.clip_eps))]
-    rules += [(f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
+    rules += [("--out must name a folder", args.out != ""),
+              (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0)]
     bad = bad or next((msg for msg, ok in rules if not ok), None)

@@ -355,6 +355,13 @@ def test_preset_spelled_as_argparse_takes_it_gets_its_defaults(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_empty_out_is_one_line_before_any_work():
+    """--out '' names no folder: one line from parse (it was a FileNotFoundError traceback from os.makedirs)."""
+    with pytest.raises(SystemExit) as ei:
+        T.parse(["--preset", "tiny", "--out", ""])
+    assert str(ei.value.code) == "error: --out must name a folder"
+
+
 def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path):
     """--resume reads a checkpoint whole or exits with one line (truncated optimizer state, a state.json without its
     fields, flags other than the run's); a log line cut by a crash is skipped."""
