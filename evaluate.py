@@ -561,6 +561,8 @@ def main(argv=None):
                               max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     if bad:
         fail(bad)
+    if not -2**63 <= args.seed < 2**64:  # what torch.manual_seed takes
+        fail(f"--seed must fit in 64 bits (-2**63 .. 2**64 - 1), not {args.seed}")
     if args.suite:  # AgentDojo through the same agent loop (dojo.py; the agentdojo package is optional)
         import dojo
         return dojo.evaluate_suite(args)

@@ -557,6 +557,7 @@ def parse(argv):
              for k, v in (("lr", args.lr), ("sft_lr", args.sft_lr), ("max_grad_norm", args.max_grad_norm),
                           ("dpo_beta", args.dpo_beta), ("clip_eps", args.clip_eps))]
     rules += [("--out must name a folder", args.out != ""),
+              (f"--seed must be below 2**32 in absolute value, not {args.seed}", abs(args.seed) < 2**32),
               (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0)]

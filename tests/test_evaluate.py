@@ -299,6 +299,13 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, tmp_path):
     assert "--adapter" in one_line_error(capsys, ["--model", "tiny", "--adapter", "a", "--adapter", "b"])
 
 
+def test_seed_torch_cannot_take_is_one_line_before_any_work(capsys):
+    """A --seed outside torch's 64 bits was an overflow traceback from torch.manual_seed, after the model loaded."""
+    for seed in (2**64, -2**63 - 1, 10**30):
+        err = one_line_error(capsys, ["--model", "no-such-model-is-loaded", "--seed", str(seed)])
+        assert err == f"error: --seed must fit in 64 bits (-2**63 .. 2**64 - 1), not {seed}"
+
+
 def test_unknown_model_gives_one_line_and_exit_2(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no 3-second probe of the hub
     assert "no-such-model-xyz" in one_line_error(capsys, ["--policy", "expert", "--model", "no-such-model-xyz"])

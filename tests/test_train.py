@@ -362,6 +362,17 @@ def test_empty_out_is_one_line_before_any_work():
     assert str(ei.value.code) == "error: --out must name a folder"
 
 
+def test_seed_out_of_range_is_one_line_before_any_work():
+    """A seed torch cannot take (rollouts seed with seed * 100003 + step) is one line from parse, not an overflow
+    traceback from torch.manual_seed; negative seeds work as before."""
+    for seed in ("100000000000000000000", str(2**32), str(-2**32)):
+        with pytest.raises(SystemExit) as ei:
+            T.parse(["--preset", "tiny", "--seed", seed])
+        assert str(ei.value.code) == f"error: --seed must be below 2**32 in absolute value, not {seed}"
+    assert T.parse(["--preset", "tiny", "--seed", str(2**32 - 1)]).seed == 2**32 - 1
+    assert T.parse(["--preset", "tiny", "--seed", "-5"]).seed == -5
+
+
 def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path):
     """--resume reads a checkpoint whole or exits with one line (truncated optimizer state, a state.json without its
     fields, flags other than the run's); a log line cut by a crash is skipped."""
