@@ -50,6 +50,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -563,6 +564,11 @@ def main(argv=None):
         fail(bad)
     if not -2**63 <= args.seed < 2**64:  # what torch.manual_seed takes
         fail(f"--seed must fit in 64 bits (-2**63 .. 2**64 - 1), not {args.seed}")
+    paths = [(f, os.path.realpath(p)) for f, p in (("--tasks", args.tasks), ("--out", args.out), ("--html", args.html))
+             if p]
+    same = next(((a, b) for i, (a, p) in enumerate(paths) for b, q in paths[i + 1:] if p == q), None)
+    if same:  # one would replace the other: the JSON by the page, or the user's tasks by results
+        fail(f"{same[0]} and {same[1]} name the same file")
     if args.suite:  # AgentDojo through the same agent loop (dojo.py; the agentdojo package is optional)
         import dojo
         return dojo.evaluate_suite(args)

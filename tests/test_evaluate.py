@@ -299,6 +299,19 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, tmp_path):
     assert "--adapter" in one_line_error(capsys, ["--model", "tiny", "--adapter", "a", "--adapter", "b"])
 
 
+def test_outputs_and_task_file_on_one_path_are_one_line(capsys, tmp_path, monkeypatch):
+    """--out and --html on one file (the page replaced the JSON), or an output over the --tasks file (the user's
+    tasks were replaced by results): one line before any work, and the files are left as they were."""
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text(json.dumps(hostile_tasks()[0]) + "\n")
+    monkeypatch.chdir(tmp_path)
+    for flags in (["--out", "r.json", "--html", str(tmp_path / "r.json")], ["--tasks", "t.jsonl", "--out", "./t.jsonl"],
+                  ["--tasks", str(tasks), "--html", "t.jsonl"]):
+        err = one_line_error(capsys, ["--policy", "expert", *flags])
+        assert "name the same file" in err, err
+    assert not (tmp_path / "r.json").exists() and tasks.read_text() == json.dumps(hostile_tasks()[0]) + "\n"
+
+
 def test_seed_torch_cannot_take_is_one_line_before_any_work(capsys):
     """A --seed outside torch's 64 bits was an overflow traceback from torch.manual_seed, after the model loaded."""
     for seed in (2**64, -2**63 - 1, 10**30):
