@@ -191,8 +191,8 @@ def latest_checkpoint(out):
 
 
 def read_checkpoint(ckpt, args):
-    """(state, optimizer and RNG state) of checkpoint `ckpt`, or exit with one line: a damaged checkpoint, or flags
-    that differ from the run's (only --steps and --save-every may change on --resume)."""
+    """(state, optimizer and RNG state) of checkpoint `ckpt`, or exit with one line: a damaged checkpoint, flags
+    that differ from the run's (only --steps and --save-every may change on --resume), or fewer --steps than done."""
     try:
         state = json.load(open(os.path.join(ckpt, "state.json")))
         saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
@@ -203,6 +203,9 @@ def read_checkpoint(ckpt, args):
         sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
                  "start over without --resume")
     same_flags(state["args"], args)
+    if state["step"] > args.steps:  # the steps done cannot be undone: the log, adapter and summary would disagree
+        sys.exit(f"error: {ckpt} is at RL step {state['step']}: --resume needs --steps {state['step']} or more, "
+                 f"not {args.steps}")
     return state, saved
 
 

@@ -400,6 +400,20 @@ def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path
     assert T.read_log(str(tmp_path / "none.jsonl"), 3) == []
 
 
+def test_resume_with_fewer_steps_than_the_checkpoint_is_one_line(tmp_path):
+    """--resume --steps below the checkpoint's step cannot be done: it went on to the final evaluation and wrote a
+    summary whose args say --steps 2 beside a log and an adapter of 3 steps."""
+    args = T.Args(out=str(tmp_path), steps=2)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": T.asdict(args)}))
+    torch.save({"opt": {}, "rng": torch.get_rng_state()}, ckpt / "opt.pt")
+    with pytest.raises(SystemExit) as ei:
+        T.read_checkpoint(str(ckpt), args)
+    assert str(ei.value) == f"error: {ckpt} is at RL step 3: --resume needs --steps 3 or more, not 2"
+    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), steps=3))[0]["step"] == 3
+
+
 def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_dir):
     """A run killed in its SFT or first evaluation (no checkpoint yet) left its flags in args.json: --resume with
     other flags exits with one line before anything is loaded, as it does after a checkpoint."""
