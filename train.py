@@ -653,7 +653,7 @@ def main(argv=None):
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")
     build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
-    same_eval = ("eval_episodes", "max_steps", "max_new_tokens")
+    same_eval = ("eval_episodes", "max_steps", "max_new_tokens", "quant")  # 4-bit changes the greedy episodes
     before = None
     if os.path.isfile(before_path):  # a resumed run's (its flags were checked); unreadable: evaluated again
         try:

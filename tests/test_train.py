@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,6 +313,27 @@ def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli
     assert summary["before"] == build["metrics"] and "numbers of" in r.stdout
     r = run_train(["--preset", "tiny", "--export", str(tmp_path / "x")], cli_env, timeout=60)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --export")
+
+
+def test_base_numbers_are_not_taken_for_a_4bit_policy(tmp_path, tiny_dir):
+    """A base's build.json holds its numbers in full precision: a run that puts the base in 4-bit (which changes its
+    greedy episodes) evaluates it instead of reporting those numbers as its own 'before'."""
+    import evaluate as E
+    base = tmp_path / "base"
+    shutil.copytree(tiny_dir, base)
+    flags = ["--eval-episodes", "1", "--max-steps", "2", "--max-new-tokens", "12"]
+    fake = {"test": {g: {"n": 99} for g in E.METRICS}}
+    (base / "build.json").write_text(json.dumps({"metrics": fake, "args": {**T.asdict(T.parse(flags)),
+                                                                           "quant": "none"}}))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = ["--preset", "tiny", "--model", str(base), "--sft-steps", "0", "--steps", "0", *flags]
+        assert T.main([*run, "--out", str(tmp_path / "fp32")])["before"] == fake  # the base as built
+        summary = T.main([*run, "--out", str(tmp_path / "nf4"), "--quant", "4bit"])
+    finally:
+        torch.set_num_threads(n)
+    assert summary["before"]["test"]["overall"]["n"] == 4 and summary["before"]["ood"]["overall"]["n"] == 4
 
 
 def test_train_cli_dpo_and_scalar(tmp_path, tiny_dir, cli_env):
