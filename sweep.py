@@ -105,7 +105,12 @@ if __name__ == "__main__":
     ap.add_argument("--print-only", action="store_true", help="do not train, print what is there")
     ap.add_argument("--out", default="runs", help="root folder of the runs")
     ap.add_argument("--plot", default="", help="also draw the runs' training curves into this PNG")
+    ap.error = lambda msg: sys.exit(f"error: {msg}")  # one line, not the usage block
     a = ap.parse_args()
+    import rollout as R
+    bad = R.bad_setting(files=[a.plot], dirs=[a.out])  # before any run: a --plot folder failed after all of them
+    if bad:
+        sys.exit(f"error: {bad}")
     todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in a.seeds]
     os.makedirs(a.out, exist_ok=True)
     if not a.print_only:

@@ -46,3 +46,19 @@ def test_print_only_without_runs_says_so(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "no finished runs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_flags_and_outputs_get_one_line_before_any_work(tmp_path):
+    """argparse's errors, an --out that is a file and a --plot that is a folder: one line, before any run or table
+    (a --plot folder failed with a traceback at the very end, after every run)."""
+    fake_run(tmp_path / "pairwise-pg-seed0", 0.1)
+    (tmp_path / "f.txt").write_text("a file")
+    for flags, line in ((["--bogus"], "error: unrecognized arguments: --bogus"),
+                        (["--jobs", "x"], "error: argument --jobs: invalid int value: 'x'"),
+                        (["--out", str(tmp_path / "f.txt")], f"error: cannot write {tmp_path / 'f.txt'}: it is a file"),
+                        (["--out", str(tmp_path), "--seeds", "0", "--plot", str(tmp_path)],
+                         f"error: cannot write {tmp_path}: it is a folder")):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", *flags], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and proc.stderr.strip() == line, proc.stderr
+        assert "###" not in proc.stdout
