@@ -111,7 +111,7 @@ if __name__ == "__main__":
     bad = R.bad_setting(files=[a.plot], dirs=[a.out])  # before any run: a --plot folder failed after all of them
     if bad:
         sys.exit(f"error: {bad}")
-    todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in a.seeds]
+    todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in dict.fromkeys(a.seeds)]
     os.makedirs(a.out, exist_ok=True)
     if not a.print_only:
         with ThreadPoolExecutor(max(1, a.jobs)) as pool:

@@ -62,3 +62,12 @@ def test_bad_flags_and_outputs_get_one_line_before_any_work(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and proc.stderr.strip() == line, proc.stderr
         assert "###" not in proc.stdout
+
+
+def test_a_seed_given_twice_is_one_run(tmp_path):
+    """--seeds 0 0 names one run: it was two columns of it, and with --jobs 2 two train.py at once in its folder."""
+    fake_run(tmp_path / "pairwise-pg-seed0", 0.1)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path),
+                           "--seeds", "0", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "| metric | pairwise-pg-seed0 |\n" in proc.stdout
