@@ -35,7 +35,8 @@ def run(name, seed, flags, out_root, threads):
     if earlier and not os.path.exists(os.path.join(out, "before.json")):
         os.makedirs(out, exist_ok=True)
         shutil.copy(earlier[0], os.path.join(out, "before.json"))
-    cmd = [sys.executable, "train.py", "--preset", "tiny", "--seed", str(seed), "--out", out, "--resume", *flags]
+    train = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")  # whatever the current folder
+    cmd = [sys.executable, train, "--preset", "tiny", "--seed", str(seed), "--out", out, "--resume", *flags]
     print("$ " + " ".join(cmd), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     log_path = os.path.join(out_root, f"{name}-seed{seed}.log")

@@ -71,3 +71,13 @@ def test_a_seed_given_twice_is_one_run(tmp_path):
                            "--seeds", "0", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "| metric | pairwise-pg-seed0 |\n" in proc.stdout
+
+
+def test_runs_train_py_beside_it_from_any_folder(tmp_path):
+    """Run from another folder, sweep.py starts the train.py beside it (it ran 'train.py' of the current folder:
+    every run failed with "can't open file"). A seed train.py refuses shows that train.py ran: its one line."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--out", "runs", "--seeds", str(2**32)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "no finished runs" in proc.stderr
+    log = (tmp_path / "runs" / f"pairwise-pg-seed{2**32}.log").read_text()
+    assert "error: --seed must be below 2**32" in log, log
