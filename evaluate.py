@@ -562,6 +562,8 @@ def main(argv=None):
                               max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     if bad:
         fail(bad)
+    if args.episodes < 0:
+        fail(f"--episodes must be 0 (all) or more, not {args.episodes}")
     if not -2**63 <= args.seed < 2**64:  # what torch.manual_seed takes
         fail(f"--seed must fit in 64 bits (-2**63 .. 2**64 - 1), not {args.seed}")
     paths = [(f, os.path.realpath(p)) for f, p in (("--tasks", args.tasks), ("--out", args.out), ("--html", args.html))

@@ -312,6 +312,13 @@ def test_outputs_and_task_file_on_one_path_are_one_line(capsys, tmp_path, monkey
     assert not (tmp_path / "r.json").exists() and tasks.read_text() == json.dumps(hostile_tasks()[0]) + "\n"
 
 
+def test_negative_episodes_is_one_line_before_any_work(capsys):
+    """--episodes -1 said 'no tasks to run' on a split, and on --suite ran every case but the last (a [:-1] slice)."""
+    for flags in ([], ["--suite", "agentdojo:banking"]):
+        err = one_line_error(capsys, ["--policy", "expert", "--episodes", "-1", *flags])
+        assert err == "error: --episodes must be 0 (all) or more, not -1"
+
+
 def test_seed_torch_cannot_take_is_one_line_before_any_work(capsys):
     """A --seed outside torch's 64 bits was an overflow traceback from torch.manual_seed, after the model loaded."""
     for seed in (2**64, -2**63 - 1, 10**30):
