@@ -649,6 +649,10 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if args.compile and not R.supports_kv_reuse(policy):
         sys.exit(f"error: --compile needs the KV-cache path, which {base} does not support (rollout.supports_kv_reuse)")
+    context = getattr(policy.config, "max_position_embeddings", 4096)  # what rollout.rollout fits turns into
+    if args.max_new_tokens >= context:  # no episode would get a single turn: all quits, 0 tokens
+        sys.exit(f"error: --max-new-tokens {args.max_new_tokens} leaves no room in the context of {args.model} "
+                 f"({context} tokens)")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")

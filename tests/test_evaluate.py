@@ -319,6 +319,13 @@ def test_negative_episodes_is_one_line_before_any_work(capsys):
         assert err == "error: --episodes must be 0 (all) or more, not -1"
 
 
+def test_max_new_tokens_beyond_the_context_is_one_line(capsys):
+    """--max-new-tokens at or above the model's context: every episode ended before its first turn and the table
+    said quit rate 1.00, as if the model had quit; now one line, before any episode."""
+    err = one_line_error(capsys, ["--model", "tiny-base", "--episodes", "1", "--max-new-tokens", "2048"])
+    assert err == "error: --max-new-tokens 2048 leaves no room in the context of tiny-base (2048 tokens)"
+
+
 def test_seed_torch_cannot_take_is_one_line_before_any_work(capsys):
     """A --seed outside torch's 64 bits was an overflow traceback from torch.manual_seed, after the model loaded."""
     for seed in (2**64, -2**63 - 1, 10**30):

@@ -336,6 +336,17 @@ def test_base_numbers_are_not_taken_for_a_4bit_policy(tmp_path, tiny_dir):
     assert summary["before"]["test"]["overall"]["n"] == 4 and summary["before"]["ood"]["overall"]["n"] == 4
 
 
+def test_max_new_tokens_beyond_the_context_is_one_line(tmp_path, tiny_dir):
+    """--max-new-tokens at or above the model's context leaves no room for any turn: every episode ended truncated
+    with 0 tokens and the run went on to report 0s (quit rate 1.00) as its numbers; now one line, before RL."""
+    with pytest.raises(SystemExit) as ei:
+        T.main(["--preset", "tiny", "--model", tiny_dir, "--out", str(tmp_path / "run"), *QUICK, "--sft-steps", "0",
+                "--max-new-tokens", "5000"])
+    assert str(ei.value) == f"error: --max-new-tokens 5000 leaves no room in the context of {tiny_dir} " \
+                            "(2048 tokens)"
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
 def test_train_cli_dpo_and_scalar(tmp_path, tiny_dir, cli_env):
     out = tmp_path / "dpo"
     r = run_train(["--model", tiny_dir, "--out", str(out), "--loss", "dpo", "--reward", "scalar", *QUICK,
