@@ -569,6 +569,12 @@ def parse(argv):
         sys.exit(f"error: {bad}")
     if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
         sys.exit("error: --export writes a fully fine-tuned SFT model: it needs --steps 0 --sft-full --quant none")
+    export = os.path.realpath(args.export) if args.export else ""  # model.save_model replaces the folder whole
+    if export and os.path.commonpath([export, os.path.realpath(args.out)]) == export:
+        sys.exit(f"error: --export {args.export} holds --out {args.out}: the model replaces that folder whole")
+    if export and os.path.isdir(export) and os.listdir(export) and not os.path.isfile(f"{export}/build.json"):
+        sys.exit(f"error: --export {args.export} holds other files: the model replaces that folder whole "
+                 "(name a new or empty folder, or one --export wrote)")
     return args
 
 

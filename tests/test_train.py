@@ -347,6 +347,26 @@ def test_max_new_tokens_beyond_the_context_is_one_line(tmp_path, tiny_dir):
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
+def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
+    """--export replaces its folder whole (model.save_model): a folder of other files (--export runs), or one that
+    holds --out, was deleted after the whole build; now one line from parse. A model folder --export wrote (it has
+    build.json) or a new or empty one is fine."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    build = ["--preset", "base", "--out", str(tmp_path / "build")]
+    for export in (tmp_path / "runs", tmp_path):  # holds other files; holds --out
+        with pytest.raises(SystemExit) as ei:
+            T.parse([*build, "--export", str(export)])
+        assert str(ei.value.code).startswith(f"error: --export {export} ")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "build.json").write_text("{}")
+    for export in (tmp_path / "old", tmp_path / "new", tmp_path / "build2"):
+        assert T.parse([*build, "--export", str(export)]).export == str(export)
+    with pytest.raises(SystemExit) as ei:
+        T.parse(["--preset", "base", "--out", str(tmp_path / "old" / "run"), "--export", str(tmp_path / "old")])
+    assert "holds --out" in str(ei.value.code)
+
+
 def test_train_cli_dpo_and_scalar(tmp_path, tiny_dir, cli_env):
     out = tmp_path / "dpo"
     r = run_train(["--model", tiny_dir, "--out", str(out), "--loss", "dpo", "--reward", "scalar", *QUICK,
