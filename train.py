@@ -699,8 +699,7 @@ def main(argv=None):
         log = read_log(log_path, start)
         t_start -= float(state.get("seconds", 0.0))
         print(f"resumed from {ckpt} at step {start}")
-    with open(log_path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in log)
+    R.write_atomic(log_path, [json.dumps(r) + "\n" for r in log])  # a kill here keeps the old log whole
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)

@@ -355,3 +355,11 @@ def test_tiny_model_column_runs_and_writes_json(tmp_path, mosaic_cache):
     assert res["expert"]["headline"]["baseline"] == "tiny"  # the model without adapter is the baseline
     assert all(0.0 <= v <= 1.0 for g in envs.CATEGORIES for k, v in t[g].items() if k != "n" and v is not None)
     assert not math.isnan(t["overall"]["mean_tokens"])
+
+
+def test_suite_with_a_tasks_file_is_one_line(tmp_path, capsys):
+    """--suite runs AgentDojo's own tasks: a --tasks file beside it was silently ignored."""
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text(json.dumps(hostile_tasks()[0]) + "\n")
+    err = one_line_error(capsys, ["--policy", "expert", "--suite", "agentdojo:banking", "--tasks", str(tasks)])
+    assert "--suite runs AgentDojo's own tasks" in err, err
