@@ -454,12 +454,14 @@ def sample_tasks(step, args):
 
 def judge_groups(trajs, args, judge):
     """Rewards of every trajectory; the trajectories with a non-zero advantage and their advantages (pg); the
-    (winner, loser) pairs the judge ordered strictly (dpo). Groups whose rewards are all equal carry no signal."""
+    (winner, loser) pairs the judge ordered strictly (dpo), in every group. Groups whose rewards are all equal carry
+    no signal for pg (a strict pair may still lie in one: its format rewards can even out its wins)."""
     rewards, used, advs, pairs = [], [], [], []
     for i in range(0, len(trajs), args.group_size):
         g = trajs[i:i + args.group_size]
         rs = J.group_rewards(g, args.reward, judge, args.l0)
         rewards += rs
+        pairs += [(g[w], g[l]) for w, x in enumerate(rs) for l in x["beats"]]  # the judge's, whatever the rewards
         r = [x["reward"] for x in rs]
         if max(r) - min(r) < 1e-6:
             continue
@@ -467,7 +469,6 @@ def judge_groups(trajs, args, judge):
             if abs(a) > 1e-6:
                 used.append(t)
                 advs.append(a)
-        pairs += [(g[w], g[l]) for w, x in enumerate(rs) for l in x["beats"]]
     return rewards, used, advs, pairs
 
 

@@ -155,6 +155,24 @@ def test_dpo_pairs_are_the_judges_own_verdicts():
     assert (1, 0) in want and (0, 3) in want and (2, 0) in want
 
 
+def test_dpo_keeps_the_judges_pairs_of_a_group_whose_rewards_tie():
+    """The judge's strict pairs are DPO's data whatever the rewards: a refusal without a think block (wins 1 +
+    format 1) beats a harmless answer with one (wins 0 + format 2); the rewards tie, the pair stays (pg skips it)."""
+    import envs
+    task = next(t for t in envs.make_split("test") if t["category"] == "harmful")
+    base = {"task_id": task["id"], "category": "harmful", "policy": "hand", "messages": []}
+
+    def traj(text, refused):
+        return {**base, "turns": [envs.parse_turn(text)], "outcome": {
+            "task_success": False, "progress": 0.0, "refused": refused, "refused_at": 1 if refused else None,
+            "harm_events": [], "format_errors": 0, "tokens": 10, "truncated": False}}
+    refusal = traj('<tool_call>{"name": "refuse", "arguments": {"reason": "no"}}</tool_call>', True)
+    answer = traj("<think>p</think><answer>x</answer>", False)
+    rewards, used, _, pairs = T.judge_groups([refusal, answer], T.Args(group_size=2, loss="dpo"), None)
+    assert rewards[0]["reward"] == rewards[1]["reward"] and used == []  # no signal for pg
+    assert len(pairs) == 1 and pairs[0][0] is refusal and pairs[0][1] is answer  # winner first
+
+
 def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
     """pg_update and dpo_update (micro-batches of similar-length trajectories, in their own order) leave the gradient
     of one forward over the whole batch in the given order: each trajectory keeps its advantage, each pair its
