@@ -313,7 +313,7 @@ def pg_update(policy, opt, tok, trajs, advs, args, dev):
         loss, kl = pg_loss(logp, old, ref, adv, mask, args.clip_eps, args.kl_coef, n_tokens)
         loss.backward()
         tot_loss += loss.item()
-        tot_kl += kl.item() * len(mb) / len(trajs)
+        tot_kl += kl.item() * mask.sum().item() / n_tokens  # the batch's mean over tokens, as the loss
     return tot_loss, tot_kl
 
 

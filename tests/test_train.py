@@ -1,4 +1,5 @@
 """train.py: the losses against slow references, the whole CLI on tiny budgets, DPO, resume after a kill."""
+import contextlib
 import json
 import math
 import os
@@ -221,6 +222,83 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
         assert torch.allclose(got, grads(), atol=1e-5, rtol=1e-4) and grads().abs().max() > 1e-4
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lora_rollouts(tiny_dir):
+    """(policy, tok, trajs): the tiny model under a LoRA adapter with random B (so policy != reference) and its
+    sampled trajectories of 4 test tasks, of several lengths (3 turns and 1 turn: 30 and 10 policy tokens)."""
+    import envs
+    import model as M
+    import rollout as R
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        policy, tok = M.load_policy(tiny_dir, device="cpu")
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        tasks = R.pick_tasks(envs.make_split("test"), 1)
+        trajs = [t for steps, seed in ((3, 2), (1, 3)) for t in R.rollout(
+            policy, tasks, tok, max_steps=steps, max_new_tokens=10, max_context=400, seed=seed, progress=False)]
+    finally:
+        torch.set_num_threads(n)
+    assert len({len(t["ids"]) for t in trajs}) >= 3 and len({sum(t["mask"]) for t in trajs}) >= 2
+    return policy, tok, trajs
+
+
+def slow_token_logprobs(policy, t, reference=False):
+    """{position k of t["ids"] (mask 1): log p(ids[k] | ids[:k])}, one unpadded forward of one trajectory."""
+    import model as M
+    ids = torch.tensor([t["ids"]])
+    ctx = M.reference(policy) if reference else contextlib.nullcontext()
+    with ctx, (torch.no_grad() if reference else contextlib.nullcontext()):
+        logits = policy(input_ids=ids).logits[0].float()
+    return {k: logits[k - 1].log_softmax(-1)[t["ids"][k]] for k in range(1, len(t["ids"])) if t["mask"][k]}
+
+
+def test_pg_update_value_gradient_and_logged_kl_match_a_slow_reference(lora_rollouts):
+    """pg_update (left-padded micro-batches, sorted by length) against one unpadded forward per trajectory and a
+    loop over its own tokens: the loss -min(r A, clip(r) A) + beta * k3 summed and divided by the batch's number of
+    policy tokens, its gradient, and the logged KL (the mean of k3 over every policy token of the batch). Old
+    log-probs are moved off the policy's so that the ratio and its clip matter (a second PPO epoch)."""
+    policy, tok, trajs = lora_rollouts
+    g = torch.Generator().manual_seed(3)
+    trajs = [{**t, "logprobs": [x + (0.3 * torch.randn(1, generator=g).item() if m else 0.0)
+                                for x, m in zip(t["logprobs"], t["mask"])]} for t in trajs]
+    advs = torch.randn(len(trajs), generator=g).tolist()
+    args = T.Args(micro_batch=3, kl_coef=0.3, clip_eps=0.2)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss, kl = T.pg_update(policy, opt, tok, trajs, advs, args, "cpu")
+        got = torch.cat([p.grad.flatten() for p in params])
+        opt.zero_grad()
+        num, kls, count = 0.0, 0.0, 0
+        for t, a in zip(trajs, advs):
+            lp, ref = slow_token_logprobs(policy, t), slow_token_logprobs(policy, t, reference=True)
+            for k, x in lp.items():
+                r = torch.exp(x - t["logprobs"][k])
+                k3 = torch.exp(ref[k] - x) - (ref[k] - x) - 1
+                num = num - torch.minimum(r * a, r.clamp(1 - args.clip_eps, 1 + args.clip_eps) * a) \
+                    + args.kl_coef * k3
+                kls += k3.item()
+                count += 1
+        want = num / count
+        want.backward()
+        slow = torch.cat([p.grad.flatten() for p in params])
+        opt.zero_grad()
+    finally:
+        torch.set_num_threads(n)
+    assert count == sum(sum(t["mask"]) for t in trajs)
+    assert loss == pytest.approx(want.item(), rel=1e-4, abs=1e-6)
+    assert torch.allclose(got, slow, atol=1e-5, rtol=1e-4) and slow.abs().max() > 1e-4
+    assert kls / count > 1e-3 and kl == pytest.approx(kls / count, rel=1e-4)
 
 
 def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
