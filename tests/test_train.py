@@ -301,6 +301,55 @@ def test_pg_update_value_gradient_and_logged_kl_match_a_slow_reference(lora_roll
     assert kls / count > 1e-3 and kl == pytest.approx(kls / count, rel=1e-4)
 
 
+@pytest.mark.parametrize("reference_adapter", [False, True])
+def test_reference_stays_frozen_through_updates_and_a_resume(lora_rollouts, tiny_dir, tmp_path, reference_adapter):
+    """The reference (the base under the disabled adapter, or a frozen warm-start adapter) gives the same log-probs
+    after RL updates that moved the policy, and again after the policy is reloaded from a checkpoint as --resume
+    does; its weights never change and are not in the optimizer."""
+    import model as M
+    _, tok, trajs = lora_rollouts
+    trajs = trajs[:4]
+    warm = tmp_path / "warm"
+    lora_rollouts[0].save_pretrained(str(warm))  # a warm-start adapter (random B: far from the base)
+    kw = dict(device="cpu", adapter=str(warm), reference_adapter=str(warm)) if reference_adapter else \
+        dict(device="cpu")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        policy, _ = M.load_policy(tiny_dir, **kw)
+        frozen = {k: v.detach().clone() for k, v in policy.named_parameters() if not v.requires_grad}
+        args = T.Args(micro_batch=4, kl_coef=0.1, lr=1e-2)
+        opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+        in_opt = {id(p) for grp in opt.param_groups for p in grp["params"]}
+        ref0 = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)[0]
+        with torch.no_grad():
+            pol0 = T.masked_logprobs(policy, trajs, tok, "cpu")[0]
+        for _ in range(3):
+            loss, _ = T.pg_update(policy, opt, tok, trajs, [1.0, -1.0, 0.5, -0.5], args, "cpu")
+            assert T.finish_step(policy, opt, args, loss)
+        ref1 = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)[0]
+        with torch.no_grad():
+            pol1 = T.masked_logprobs(policy, trajs, tok, "cpu")[0]
+        T.save_checkpoint(str(tmp_path), policy, opt, {"step": 3})
+        again, _ = M.load_policy(tiny_dir, **{**kw, "adapter": str(tmp_path / "ckpt" / "adapter")})
+        ref2 = T.masked_logprobs(again, trajs, tok, "cpu", reference=True)[0]
+        with torch.no_grad():
+            pol2 = T.masked_logprobs(again, trajs, tok, "cpu")[0]
+    finally:
+        torch.set_num_threads(n)
+    assert (pol1 - pol0).abs().max() > 1e-2  # the policy moved
+    if reference_adapter:
+        assert (ref0 - pol0).abs().max() < 1e-5  # KL 0 at the first step: the reference is the warm start
+        assert any(".reference." in k for k in frozen)
+    torch.testing.assert_close(ref1, ref0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ref2, ref0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pol2, pol1, atol=1e-5, rtol=0)  # the resumed policy is the updated one
+    params = dict(policy.named_parameters())
+    for k, v in frozen.items():
+        assert torch.equal(params[k], v) and id(params[k]) not in in_opt, k
+
+
 def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
     """After a LoRA SFT (4-bit base, --no-sft-full) the KL to the reference is ~0 at the first RL step: the reference
     is the frozen SFT adapter, not the base before SFT (which is far from it)."""
