@@ -342,9 +342,13 @@ def _no_constant(name):
 
 def strict_json(text):
     """json.loads without what is ambiguous or not standard JSON: a key given twice in one object (json.loads keeps
-    the last one, a reader may see the first), NaN and Infinity, numbers beyond MAX_NUMBER. Raises ValueError."""
-    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                      parse_float=lambda s: _number(s, float), parse_int=lambda s: _number(s, int))
+    the last one, a reader may see the first), NaN and Infinity, numbers beyond MAX_NUMBER (an integer too long for
+    a float too). Raises ValueError."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=lambda s: _number(s, float), parse_int=lambda s: _number(s, int))
+    except OverflowError:  # an integer of 310 to 4300 digits: is_number cannot make it a float
+        raise ValueError(f"a number is out of range (at most {MAX_NUMBER:g})") from None
 
 
 def parse_turn(text):

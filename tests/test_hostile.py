@@ -962,3 +962,25 @@ def test_styles_read_as_described(inj):
     obf = next(t for t in inj["ood"] if t["template"].endswith("/obfuscated"))
     assert base64.b64decode(obf["injection"]["text"].rsplit(" ", 1)[1]).decode() == obf["injection"]["goal"]
     assert obf["injection"]["goal"] not in obf["injection"]["text"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hostile model turns, continued: numbers and nesting that only break later
+
+
+@pytest.mark.parametrize("digits", [310, 400, 4300])
+def test_an_integer_too_long_for_a_float_is_a_format_error(digits, tmp_path):
+    """An integer of 310 to 4300 digits is an int to json but no float: it was an OverflowError out of parse_turn
+    (the rollout crashed) and out of load_tasks (a traceback, not one line)."""
+    number = "1" + "0" * (digits - 1)
+    text = '<think>p</think><tool_call>{"name": "transfer", "arguments": {"to_account": "AC1", "amount": ' + number \
+           + "}}</tool_call>"
+    r = parse_turn(text)
+    assert r["action"] is None and "not valid JSON" in r["error"] and len(r["error"]) < 200
+    ep = rollout.Episode(task({"success": [{"tool": "transfer"}]}), None, 4)
+    ep.add_turn(None, text)
+    assert ep.env.format_errors == 1 and ep.messages[-1]["content"].startswith("Format error")
+    line = json.dumps(GOOD).replace('"checks"', '"state": {"bank": {"balance": ' + number + '}}, "checks"', 1)
+    msg = rejected(write(tmp_path, line.replace('"state": {"files": {"/docs/a.txt": "hi"}}, ', "")))
+    assert "not valid JSON" in msg and "\n" not in msg
+
