@@ -35,7 +35,8 @@ get the same reward, strictly below every well-formed one, so a broken episode n
 group that holds a well-formed one. The length penalty is capped at 1 for the same reason.
 
 `llm` asks any causal LM (loaded by model.py) to compare the two transcripts, twice with the order swapped;
-disagreement or an unreadable answer is a tie.
+disagreement or an unreadable answer is a tie. It is asked only about two well-formed trajectories: a broken one
+loses to every well-formed one and ties another broken one whatever the judge, so the floor above holds for it too.
 
 `--reward scalar` is the ablation: the same merit of each trajectory alone, scaled to the same 0 .. G-1 range,
 instead of the round-robin. It differs from `pairwise` only in being pointwise: same ladder, same format reward, same
@@ -184,10 +185,11 @@ def group_rewards(group, reward="pairwise", judge=None, l0=400):
     `beats`, the indices of the group members this one beat (the judge's own verdicts: DPO's pairs)."""
     G = len(group)
     pairs = [(i, j) for i in range(G) for j in range(i + 1, G)]
-    if judge is not None:
-        verdicts = [p for p, _ in judge.compare_many([(group[i], group[j]) for i, j in pairs])]
-    else:
-        verdicts = [compare(group[i], group[j])[0] for i, j in pairs]
+    verdicts = [compare(group[i], group[j])[0] for i, j in pairs]
+    if judge is not None:  # the judge orders two well-formed ones; a broken one stays at the floor whatever it says
+        asked = [k for k, (i, j) in enumerate(pairs) if not (broken(group[i]) or broken(group[j]))]
+        for k, (p, _) in zip(asked, judge.compare_many([(group[pairs[k][0]], group[pairs[k][1]]) for k in asked])):
+            verdicts[k] = p
     wins, beats = [0.0] * G, [[] for _ in range(G)]
     for (i, j), p in zip(pairs, verdicts):
         wins[i] += p

@@ -382,6 +382,44 @@ def test_llm_judge_with_readable_answers_that_disagree_is_a_tie(always_a, real):
     assert res == [(0.5, "llm: orders disagree")] * len(pairs)
 
 
+class StubJudge:
+    """An LLM judge stand-in with fixed verdicts: P(a, b) = verdict(a, b); records the pairs it was asked."""
+
+    def __init__(self, verdict):
+        self.verdict, self.asked = verdict, []
+
+    def compare_many(self, pairs):
+        self.asked += pairs
+        return [(self.verdict(a, b), "stub") for a, b in pairs]
+
+
+@pytest.mark.parametrize("verdict", [lambda a, b: 0.0, lambda a, b: 1.0, lambda a, b: 0.5])
+def test_broken_episodes_stay_at_the_floor_whatever_the_llm_judge_says(verdict):
+    """The floor holds for any judge (contracts, 'Judge and reward'): every broken trajectory of a group gets one
+    reward, below every well-formed one, and never a positive advantage, even from a judge that prefers it; the judge
+    decides only the pairs of two well-formed trajectories."""
+    ok, no_think = turn("<think>p</think><answer>x</answer>"), turn("<answer>x</answer>")
+    group = [traj(turns=[no_think], tokens=800, success=True), traj(fmt=1, turns=[turn("no tags"), ok]),
+             traj(turns=[ok], progress=0.5), traj(truncated=True, tokens=5)]
+    judge = StubJudge(verdict)
+    rs = J.group_rewards(group, judge=judge)
+    assert {(group.index(a), group.index(b)) for a, b in judge.asked} == {(0, 2)}
+    p = verdict(group[0], group[2])
+    want_wins = [2 + p, 0.5, 3 - p, 0.5]  # each well-formed beats both broken ones; the broken tie
+    assert [r["wins"] for r in rs] == pytest.approx(want_wins)
+    assert [r["reward"] for r in rs] == pytest.approx([want_wins[0] + 1 - 1, 0.5, want_wins[2] + 2, 0.5])
+    for i, t in enumerate(group):
+        assert rs[i]["beats"] == sorted(j for j in range(4) if want_beats(i, j, p))
+        if J.broken(t):
+            assert J.advantages([r["reward"] for r in rs])[i] < 0
+
+
+def want_beats(i, j, p):
+    if i in (1, 3):
+        return False
+    return j in (1, 3) or (i, j) == (0, 2) and p == 1.0 or (i, j) == (2, 0) and p == 0.0
+
+
 # ------------------------------------------------------------------------------------------------ command line
 def run_cli(args, env):
     return subprocess.run([sys.executable, "judge.py", *args], cwd=ROOT, capture_output=True, text=True,
