@@ -340,10 +340,25 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def strict_json(text):
+def strict_json(text, max_depth=None):
     """json.loads without what is ambiguous or not standard JSON: a key given twice in one object (json.loads keeps
     the last one, a reader may see the first), NaN and Infinity, numbers beyond MAX_NUMBER (an integer too long for
-    a float too). Raises ValueError."""
+    a float too), and, given max_depth, arrays and objects nested deeper (a fixed limit: what json.loads takes
+    depends on how deep the caller's stack is, so a value it just took could fail json.dumps a few frames deeper).
+    Raises ValueError."""
+    if max_depth is not None and text.count("[") + text.count("{") > max_depth:
+        depth, in_str, esc = 0, False, False
+        for c in text:
+            if in_str:
+                in_str, esc = esc or c != '"', not esc and c == "\\"
+            elif c == '"':
+                in_str = True
+            elif c in "[{":
+                depth += 1
+                if depth > max_depth:
+                    raise ValueError(f"nested deeper than {max_depth} levels")
+            elif c in "]}":
+                depth -= 1
     try:
         return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
                           parse_float=lambda s: _number(s, float), parse_int=lambda s: _number(s, int))
@@ -406,7 +421,7 @@ def parse_turn(text):
         out["action"] = {"type": "answer", "text": body}
         return out
     try:
-        call = strict_json(body)
+        call = strict_json(body, max_depth=100)  # a call nests 3 deep; the rest is hostile
     except json.JSONDecodeError as e:
         out["error"] = f"tool_call is not valid JSON ({str(e)[:60]})"
         return out

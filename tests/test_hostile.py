@@ -984,3 +984,42 @@ def test_an_integer_too_long_for_a_float_is_a_format_error(digits, tmp_path):
     msg = rejected(write(tmp_path, line.replace('"state": {"files": {"/docs/a.txt": "hi"}}, ', "")))
     assert "not valid JSON" in msg and "\n" not in msg
 
+
+def _nested(depth):
+    return '<think>p</think><tool_call>{"name": "nope", "arguments": {"to": ' + "[" * depth + "]" * depth + \
+        "}}</tool_call>"
+
+
+def _deepest_accepted(frames=0):
+    """The deepest list parse_turn takes as a tool call's argument, parsed `frames` calls down the stack."""
+    if frames:
+        return _deepest_accepted(frames - 1)
+    lo, hi = 0, 5000
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if parse_turn(_nested(mid))["action"] is not None else (lo, mid - 1)
+    return lo
+
+
+def _deeper(frames, fn):
+    return fn() if not frames else _deeper(frames - 1, fn)
+
+
+def test_how_deep_a_tool_call_may_nest_does_not_depend_on_the_stack(tmp_path):
+    """A tool call nested as deep as json.loads could take where it was parsed (about 990 levels) became a
+    trajectory that json.dumps could not write a few frames deeper: the rollout CLI lost the whole run at
+    save_jsonl with a RecursionError. A fixed limit, far below the interpreter's, is a format error anywhere."""
+    deepest = _deepest_accepted()
+    assert deepest == _deepest_accepted(60) and 10 <= deepest <= 200
+    assert "nested deeper" in parse_turn(_nested(deepest + 1))["error"]
+    t = task({"success": [{"tool": "answer"}]})
+    ep = rollout.Episode(t, None, 4)
+    ep.add_turn(None, _nested(deepest))
+    ep.add_turn(None, _nested(990))
+    assert ep.env.format_errors == 1 and ep.env.events[0]["tool"] == "nope"
+    trajs = [ep.to_dict("model")]
+    path = str(tmp_path / "t.jsonl")
+    _deeper(60, lambda: rollout.save_jsonl(trajs, path))
+    assert _deeper(60, lambda: rollout.load_jsonl(path)) == json.loads(json.dumps(trajs))
+    _deeper(60, lambda: judge.group_rewards(trajs * 2))
+    _deeper(60, lambda: evaluate.render_html({"m": evaluate.report(trajs, [t])}, {"m": trajs}, [t]))
