@@ -350,6 +350,36 @@ def test_reference_stays_frozen_through_updates_and_a_resume(lora_rollouts, tiny
         assert torch.equal(params[k], v) and id(params[k]) not in in_opt, k
 
 
+def test_a_non_finite_loss_skips_the_step_and_leaves_weights_and_optimizer_alone(lora_rollouts):
+    """An old log-prob far below the policy's makes the ratio overflow (a negative advantage: loss +inf): the step
+    is skipped with a warning, the weights and the optimizer's state stay as they were, the gradients are cleared;
+    the next finite batch steps."""
+    policy, tok, trajs = lora_rollouts
+    bad = dict(trajs[0])
+    k = bad["mask"].index(1)
+    bad["logprobs"] = bad["logprobs"][:k] + [-1e4] + bad["logprobs"][k + 1:]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    args = T.Args(micro_batch=2, kl_coef=0.1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss, _ = T.pg_update(policy, opt, tok, [bad, trajs[1]], [-1.0, 1.0], args, "cpu")
+        with pytest.warns(UserWarning, match="non-finite"):
+            assert not T.finish_step(policy, opt, args, loss)
+        assert not math.isfinite(loss) and opt.state_dict()["state"] == {}
+        assert all(p.grad is None and torch.equal(p, q) for p, q in zip(params, saved))
+        loss, _ = T.pg_update(policy, opt, tok, trajs[:2], [-1.0, 1.0], args, "cpu")
+        assert math.isfinite(loss) and T.finish_step(policy, opt, args, loss)
+        assert any(not torch.equal(p, q) for p, q in zip(params, saved))
+    finally:
+        with torch.no_grad():  # the module's policy is shared: put its weights back
+            for p, q in zip(params, saved):
+                p.copy_(q)
+        torch.set_num_threads(n)
+
+
 def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
     """After a LoRA SFT (4-bit base, --no-sft-full) the KL to the reference is ~0 at the first RL step: the reference
     is the frozen SFT adapter, not the base before SFT (which is far from it)."""
