@@ -28,7 +28,7 @@ Simplifications and deviations from the paper:
 - The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
 - Old log-probs come from generation (temperature 1); with one update per batch the ratio is 1 and the clipped
   objective reduces to plain policy gradient. Loss normalised per token over the whole batch.
-- Groups whose rewards are all equal carry no signal and are skipped.
+- Groups whose rewards are all equal carry no signal for pg and are skipped (DPO keeps their strict pairs).
 """
 import contextlib
 import io
