@@ -213,11 +213,13 @@ def _sample(logits, greedy, temperature, top_p, banned=None):
 
 
 def _results(tok, toks, lps, n_gen, ends):
-    """(text, ids, logprobs, end token text) per row from [B, T] CPU tensors and each row's token count."""
+    """(text, ids, logprobs, end token text) per row from [B, T] CPU tensors and each row's token count. The text is
+    the tokens' own less the end token: a special token sampled inside a turn (<|im_start|> in a tool call's JSON)
+    is text the parser sees, not dropped into a clean call the ids do not hold."""
     out = []
     for row, lp, n in zip(toks.tolist(), lps.tolist(), n_gen):
         end = tok.convert_ids_to_tokens(row[n - 1]) if n and row[n - 1] in ends else None
-        out.append((tok.decode(row[:n], skip_special_tokens=True), row[:n], lp[:n], end))
+        out.append((tok.decode(row[:n - (end is not None)], skip_special_tokens=False), row[:n], lp[:n], end))
     return out
 
 

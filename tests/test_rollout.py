@@ -497,6 +497,61 @@ def test_hostile_turns_without_tokenizer():
     assert d["ids"] == [] and d["outcome"]["format_errors"] == len(HOSTILE) and d["outcome"]["truncated"]
 
 
+def forced_model(tiny_dir, tok, task, turns):
+    """The tiny Llama with its logits pushed (+30) to the token each of `turns` (lists of ids, each a whole turn as
+    sampled) wants next, looked up by (position, previous token): what the episode of `task` will hold there, the
+    template's tokens between turns included. Its log-probs are still a real model's."""
+    from transformers import LlamaForCausalLM
+
+    class Forced(LlamaForCausalLM):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0, **kw):
+            out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  cache=cache, logits_to_keep=logits_to_keep, **kw)
+            if position_ids is None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+            n = out.logits.shape[1]
+            bonus = torch.zeros_like(out.logits)
+            for b, (pos, prev) in enumerate(zip(position_ids[:, -n:].tolist(), input_ids[:, -n:].tolist())):
+                for t, key in enumerate(zip(pos, prev)):
+                    if key in table:
+                        bonus[b, t, table[key]] = 30.0
+            out.logits = out.logits + bonus
+            return out
+
+    table, e = {}, R.Episode(task, tok, 8)
+    for gen in turns:
+        seq = e.ids + gen
+        table.update({(p - 1, seq[p - 1]): seq[p] for p in range(len(e.ids), len(seq))})
+        end = tok.eos_token if gen[-1] == tok.eos_token_id else None
+        e.add_turn(tok, tok.decode(gen[:-1] if end else gen, skip_special_tokens=False), gen, [0.0] * len(gen), end)
+    return Forced.from_pretrained(tiny_dir).eval()
+
+
+@pytest.mark.parametrize("kv_reuse", [True, False])
+def test_a_control_token_inside_a_turn_is_text_the_parser_sees(kv_reuse, tiny, tiny_dir):
+    """A special token sampled inside a turn (not the one that ends it) stays in the turn's text: it was dropped
+    (decode's skip_special_tokens), so a tool call with <|im_start|> inside its JSON was carried out as if the model
+    had written clean JSON, and a <|pad|> between the tags passed as a well-formed turn; the messages then held
+    text the ids do not."""
+    _, tok = tiny
+    task = mixed_tasks(1)[0]
+    enc, start, pad, eos = (lambda s: R.encode(tok, s)), tok.bos_token_id, tok.pad_token_id, tok.eos_token_id
+    call = '<tool_call>{"name": "refuse",' + tok.bos_token + ' "arguments": {"reason": "no"}}</tool_call>'
+    turns = [enc("<think>p</think>" + call.split(tok.bos_token)[0]) + [start] + enc(call.split(tok.bos_token)[1]),
+             enc("<think>p</think>") + [pad] + enc("<answer>ok</answer>"),
+             enc("<think>p</think><answer>ok</answer>")]
+    turns = [g + [eos] for g in turns]
+    model = forced_model(tiny_dir, tok, task, turns)
+    [t] = R.rollout(model, [task], tok, greedy=True, max_steps=4, max_new_tokens=40, progress=False,
+                    kv_reuse=kv_reuse)
+    said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
+    assert said == [tok.decode(g[:-1], skip_special_tokens=False) for g in turns]
+    assert t["outcome"]["format_errors"] == 2 and not t["outcome"]["refused"] and t["outcome"]["steps"] == 3
+    assert [p["action"] is None for p in t["turns"]] == [True, True, False]
+    assert_template_consistent(t, tok)
+    assert assert_logprobs_match_reforward(model, tok, [t]) == sum(map(len, turns))
+
+
 # ---------------------------------------------------------------------------------- the command line
 def run_cli(args, env, timeout=240):
     return subprocess.run([sys.executable, "rollout.py", *args], cwd=ROOT, capture_output=True, text=True,
