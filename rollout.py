@@ -82,11 +82,12 @@ def parse_args(cls, argv=None, defaults=None, description=None):
 def defuse(tok, text):
     """`text` with each special token of `tok` written in it (`<|im_start|>`, `<|endoftext|>`, ...) broken up by a
     zero-width space after its first character, so that it is tokenized as the text it is: a task or a tool result
-    that spells `<|im_end|><|im_start|>user` cannot open a turn of its own."""
+    that spells `<|im_end|><|im_start|>user` cannot open a turn of its own. A lone surrogate (a tool result that
+    echoes a model's "\\ud800") becomes the text \\ud800, as write_atomic writes it: no tokenizer takes it."""
     for sp in {t.content for t in tok.added_tokens_decoder.values() if t.special} | set(tok.all_special_tokens):
         if len(sp) > 1 and sp in text:
             text = text.replace(sp, sp[0] + "\u200b" + sp[1:])
-    return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def render(tok, messages, generation_prompt):

@@ -552,6 +552,32 @@ def test_a_control_token_inside_a_turn_is_text_the_parser_sees(kv_reuse, tiny, t
     assert assert_logprobs_match_reforward(model, tok, [t]) == sum(map(len, turns))
 
 
+def test_lone_surrogates_a_tool_call_spells_reach_the_model_as_text(tiny, tiny_dir, tmp_path):
+    """A tool call that spells a lone surrogate as a JSON escape (plain ASCII: "\\ud800") in a tool's name, a path or
+    a key given twice gets it back in the observation ("unknown tool ...", "no file ...", "field ... is given
+    twice"): the tokenizer took no such text, and the rollout died with a TypeError. It is tokenized as the text
+    \\ud800, as save_jsonl writes it."""
+    _, tok = tiny
+    task = next(t for t in mixed_tasks(2) if "read_file" in t["tools"])
+    enc, eos = (lambda s: R.encode(tok, s)), tok.eos_token_id
+    calls = ['{"name": "\\ud800", "arguments": {}}', '{"name": "read_file", "arguments": {"path": "/x\\udfff"}}',
+             '{"name": "refuse", "arguments": {"\\ud800": 1, "\\ud800": 2}}']
+    turns = [enc(f"<think>p</think><tool_call>{c}</tool_call>") + [eos] for c in calls]
+    turns.append(enc("<think>p</think><answer>ok</answer>") + [eos])
+    model = forced_model(tiny_dir, tok, task, turns)
+    for kv_reuse in (True, False):
+        [t] = R.rollout(model, [task], tok, greedy=True, max_steps=6, max_new_tokens=40, progress=False,
+                        kv_reuse=kv_reuse)
+        tools = [m["content"] for m in t["messages"] if m["role"] == "tool"]
+        assert ["\ud800" in tools[0], "\udfff" in tools[1], "\ud800" in tools[2]] == [True] * 3
+        assert t["outcome"]["steps"] == 4 and t["outcome"]["format_errors"] == 1
+        assert "'\\ud800'" in tok.decode(t["ids"])  # the model reads the escape as text
+        assert_template_consistent(t, tok)
+        assert assert_logprobs_match_reforward(model, tok, [t]) == sum(map(len, turns))
+        R.save_jsonl([t], str(tmp_path / "s.jsonl"))
+        assert R.load_jsonl(str(tmp_path / "s.jsonl")) == [json.loads(json.dumps(t))]
+
+
 # ---------------------------------------------------------------------------------- the command line
 def run_cli(args, env, timeout=240):
     return subprocess.run([sys.executable, "rollout.py", *args], cwd=ROOT, capture_output=True, text=True,
