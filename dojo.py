@@ -340,7 +340,7 @@ def generate(model, tok, ids, greedy=True, temperature=1.0, top_p=1.0, max_new_t
     row = out[0, len(ids):].tolist()
     n = next((k + 1 for k, t in enumerate(row) if t in ends), len(row))
     end = tok.convert_ids_to_tokens(row[n - 1]) if n and row[n - 1] in ends else None
-    return tok.decode(row[:n], skip_special_tokens=True), row[:n], end
+    return tok.decode(row[:n - (end is not None)], skip_special_tokens=False), row[:n], end  # as rollout._results
 
 
 _AGENT_CLASS = None
