@@ -579,17 +579,41 @@ def parse(argv):
     return args
 
 
-def clear_earlier_run(out):
-    stale = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
-             "args.json"]
-    if any(os.path.exists(os.path.join(out, n)) for n in stale):
-        print(f"{out} holds an earlier run: starting over (pass --resume to continue it)")
-    for n in stale:
-        p = os.path.join(out, n)
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-        elif os.path.exists(p):
-            os.remove(p)
+RUN_FILES = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
+             "args.json", "curves.png"]
+
+
+def _remove(p):
+    if os.path.isdir(p):
+        shutil.rmtree(p)
+    elif os.path.exists(p):
+        os.remove(p)
+
+
+def set_aside_earlier_run(out, resume=False):
+    """Move an earlier run's files in `out` into out/earlier-run.tmp and return that folder (None if there were
+    none, or on --resume): main removes it once the new run's models have loaded, or puts it back if they fail to,
+    so a mistyped --model loses nothing. One left there by a start killed while loading (a run the user chose to
+    replace) is removed first."""
+    aside = os.path.join(out, "earlier-run.tmp")
+    _remove(aside)
+    found = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+    if resume or not found:
+        return None
+    print(f"{out} holds an earlier run: starting over (pass --resume to continue it)")
+    os.makedirs(aside)
+    for n in found:
+        os.replace(os.path.join(out, n), os.path.join(aside, n))
+    return aside
+
+
+def put_back_earlier_run(aside, out):
+    """Undo set_aside_earlier_run: what the failed start wrote goes, the earlier run's files come back."""
+    for n in RUN_FILES:
+        _remove(os.path.join(out, n))
+    for n in os.listdir(aside):
+        os.replace(os.path.join(aside, n), os.path.join(out, n))
+    os.rmdir(aside)
 
 
 def warm_start(args, dev, ckpt):
@@ -628,8 +652,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
     flags_path = os.path.join(args.out, "args.json")  # the run's flags, for a --resume before its first checkpoint
-    if not args.resume:
-        clear_earlier_run(args.out)
+    aside = set_aside_earlier_run(args.out, args.resume)  # removed once the models load
     ckpt = latest_checkpoint(args.out) if args.resume else None
     state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)
     if args.resume and not ckpt and os.path.exists(flags_path):  # killed in SFT or the first evaluation
@@ -646,6 +669,7 @@ def main(argv=None):
     print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")
 
     # --- 0. the warm start (and an LLM judge: a bad name fails here, not after the evaluation), before RL
+    problem = None
     try:
         policy, tok, base = warm_start(args, dev, ckpt)
         judge = None
@@ -653,13 +677,17 @@ def main(argv=None):
             jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
             judge = J.LLMJudge(jm.eval(), jt)
     except M.ModelError as e:  # bad names, folders, adapters, judges (model.py makes every load error one)
-        sys.exit(f"error: {e}")
-    if args.compile and not R.supports_kv_reuse(policy):
-        sys.exit(f"error: --compile needs the KV-cache path, which {base} does not support (rollout.supports_kv_reuse)")
-    context = getattr(policy.config, "max_position_embeddings", 4096)  # what rollout.rollout fits turns into
-    if args.max_new_tokens >= context:  # no episode would get a single turn: all quits, 0 tokens
-        sys.exit(f"error: --max-new-tokens {args.max_new_tokens} leaves no room in the context of {args.model} "
-                 f"({context} tokens)")
+        problem = str(e)
+    if problem is None and args.compile and not R.supports_kv_reuse(policy):
+        problem = f"--compile needs the KV-cache path, which {base} does not support (rollout.supports_kv_reuse)"
+    context = getattr(policy.config, "max_position_embeddings", 4096) if problem is None else 0
+    if problem is None and args.max_new_tokens >= context:  # no episode would get a single turn: all quits
+        problem = f"--max-new-tokens {args.max_new_tokens} leaves no room in the context of {args.model} " \
+                  f"({context} tokens)"
+    if aside:  # the earlier run in --out: gone now that the new one can start, back if it cannot
+        put_back_earlier_run(aside, args.out) if problem else shutil.rmtree(aside)
+    if problem:
+        sys.exit(f"error: {problem}")
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
     before_path = os.path.join(args.out, "before.json")

@@ -522,6 +522,27 @@ def test_max_new_tokens_beyond_the_context_is_one_line(tmp_path, tiny_dir):
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
+def test_a_start_that_cannot_load_its_model_puts_the_earlier_run_back(tmp_path, tiny_dir):
+    """Starting over in a folder that holds a run deleted that run before loading the model: a mistyped --model (or
+    a --max-new-tokens the model cannot hold) lost it. Now it is set aside and comes back whole; a start that loads
+    removes it."""
+    out = tmp_path / "run"
+    earlier = {"summary.json": '{"after": 1}', "log.jsonl": '{"step": 0}\n', "adapter/adapter_config.json": "{}",
+               "ckpt/state.json": '{"step": 2}', "notes.txt": "mine"}
+    for name, text in earlier.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    for flags in (["--model", str(tmp_path / "no-such-model")], ["--model", tiny_dir, "--max-new-tokens", "5000"]):
+        with pytest.raises(SystemExit) as ei:
+            T.main(["--preset", "tiny", "--out", str(out), *QUICK, "--sft-steps", "0", *flags])
+        assert str(ei.value).startswith("error: ") and "\n" not in str(ei.value)
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(earlier)
+        assert all((out / name).read_text() == text for name, text in earlier.items())
+    T.set_aside_earlier_run(str(out))  # what a start that loads does first; main then removes the folder
+    assert sorted(p.name for p in out.iterdir()) == ["earlier-run.tmp", "notes.txt"]
+    assert T.set_aside_earlier_run(str(out), resume=True) is None and sorted(os.listdir(out)) == ["notes.txt"]
+
+
 def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
     """--export replaces its folder whole (model.save_model): a folder of other files (--export runs), or one that
     holds --out, was deleted after the whole build; now one line from parse. A model folder --export wrote (it has
