@@ -29,7 +29,8 @@ Simplifications: stored log-probs are of the raw temperature-1 policy whatever t
 (sampling with temperature != 1 or top_p < 1 is off-policy by exactly that); the KV cache is a DynamicCache
 (concatenated at every token) or, with --compile, a static one (no paged cache, no LoRA merged for generation); a
 batch keeps the holes of rows still running (columns are cut only when no row uses them); a chat template that
-rejects the `tool` role gets tool results as `user` messages; the boundary text after an assistant turn is taken from
+rejects the `tool` role, or leaves it out without an error (Phi-4), gets tool results as `user` messages (and
+the system text in the first user message where it rejects or leaves out `system`); the boundary text after an assistant turn is taken from
 the template by string difference (exact for ChatML, Llama 3 and Qwen templates).
 """
 import argparse
@@ -94,18 +95,27 @@ def render(tok, messages, generation_prompt):
     """The chat template's text of `messages`. What tasks and tools wrote is defused; the model's own turns are
     rendered as written (their ids are the sampled ones, never re-encoded)."""
     messages = [m if m["role"] == "assistant" else {**m, "content": defuse(tok, m["content"])} for m in messages]
+
+    def shows_all(text, msgs):  # a template may leave out a role it does not know without an error (Phi-4: tool)
+        return all(m["content"].strip() in text for m in msgs if m["role"] != "assistant")
+
     try:
-        return tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+        text = tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+        if shows_all(text, messages):
+            return text
     except Exception:  # templates without a `tool` role: pass tool results as user messages
-        msgs = [m if m["role"] != "tool" else {"role": "user", "content": "Tool result:\n" + m["content"]}
-                for m in messages]
+        pass
+    msgs = [m if m["role"] != "tool" else {"role": "user", "content": "Tool result:\n" + m["content"]}
+            for m in messages]
     try:
-        return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
+        text = tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
+        if shows_all(text, msgs) or len(msgs) < 2 or msgs[0]["role"] != "system":
+            return text
     except Exception:  # and without a `system` role (Gemma): the system text opens the first user message
         if len(msgs) < 2 or msgs[0]["role"] != "system":
             raise
-        msgs = [{"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}] + msgs[2:]
-        return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
+    msgs = [{"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}] + msgs[2:]
+    return tok.apply_chat_template(msgs, add_generation_prompt=generation_prompt, tokenize=False)
 
 
 def encode(tok, text):

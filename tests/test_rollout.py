@@ -25,6 +25,11 @@ NO_TOOL_ROLE = ("{%- for message in messages %}"
                 "{%- endfor %}"
                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 TRIMMING = M.CHATML_TEMPLATE.replace("message['content']", "(message['content'] | trim)")  # Llama-3 style
+ROLES_ONLY = ("{%- for message in messages %}"  # Phi-4 style: a role it does not know is left out, no error
+              "{%- if message['role'] in ('system', 'user', 'assistant') %}"
+              "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+              "{%- endif %}{%- endfor %}"
+              "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -434,6 +439,28 @@ def test_template_without_system_and_tool_roles_folds_the_system_text_into_the_f
         text = tok.decode(t["ids"], skip_special_tokens=False)
         assert "<|im_start|>system" not in text and text.startswith("<|im_start|>user\nYou are an assistant")
         assert t["ids"] == R.encode(tok, R.render(tok, t["messages"], False))[:len(t["ids"])]
+
+
+@pytest.mark.parametrize("dropped", ["tool", "system"])
+def test_a_template_that_leaves_out_a_role_without_an_error_still_shows_its_text(dropped, tiny, tiny_dir):
+    """A template that knows only some roles and skips the others without a word (Phi-4's knows no `tool`): the tool
+    results, or the system prompt with the tools and the format, never reached the model."""
+    from transformers import AutoTokenizer
+    model, _ = tiny
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = ROLES_ONLY.replace("'system', ", "") if dropped == "system" else ROLES_ONLY
+    tasks = mixed_tasks(1)
+    trajs = R.rollout("expert", tasks, tok, progress=False) + R.rollout(model, tasks, tok, max_steps=2,
+                                                                        max_new_tokens=12, progress=False)
+    for t in trajs:
+        text = tok.decode(t["ids"], skip_special_tokens=False)
+        for m in t["messages"]:
+            if m["role"] != "assistant":
+                assert m["content"] in text, (m["role"], m["content"][:60])
+        if t["policy"] == "model":
+            assert_template_consistent(t, tok)
+        else:
+            assert t["ids"] == R.encode(tok, R.render(tok, t["messages"], False))[:len(t["ids"])]
 
 
 HOSTILE = [
