@@ -29,9 +29,10 @@ Simplifications: stored log-probs are of the raw temperature-1 policy whatever t
 (sampling with temperature != 1 or top_p < 1 is off-policy by exactly that); the KV cache is a DynamicCache
 (concatenated at every token) or, with --compile, a static one (no paged cache, no LoRA merged for generation); a
 batch keeps the holes of rows still running (columns are cut only when no row uses them); a chat template that
-rejects the `tool` role, or leaves it out without an error (Phi-4), gets tool results as `user` messages (and
-the system text in the first user message where it rejects or leaves out `system`); the boundary text after an assistant turn is taken from
-the template by string difference (exact for ChatML, Llama 3 and Qwen templates).
+rejects the `tool` role, or leaves it out without an error (Phi-4), gets tool results as `user` messages (and the
+system text in the first user message where it rejects or leaves out `system`); the boundary text after an assistant
+turn is taken from the template by string difference (exact for ChatML, Llama 3 and Qwen templates), or, where the
+template rewrites the turn (Qwen3's <think> block), as the text it writes after a stand-in turn.
 """
 import argparse
 import ast
@@ -51,6 +52,7 @@ from tqdm.auto import tqdm
 import envs
 
 SCRIPTED = ("expert", "naive")
+STAND_IN = "MOSAIC_TURN_7f3a"  # an assistant turn any template writes as is (_delta_text)
 STATIC_COLUMNS = 1024  # the first length of a static KV cache (rollout's compile=True); it grows when short
 
 
@@ -129,20 +131,19 @@ def _delta_text(tok, messages, end_text):
     after = render(tok, messages, True)
     content, tail = messages[-2]["content"], None
     head = render(tok, messages[:-2], True)  # the prompt the turn was generated after
-    if before.startswith(head):  # the turn as the template wrote it (as is, or trimmed), then its closing
-        rest = before[len(head):]
-        tail = next((rest[len(c):] for c in (content, content.strip()) if rest.startswith(c)), None)
-    if tail is None:  # the template rewrote the turn: find the text it kept
-        content = content.strip()
-        i = before.rfind(content) if content else -1
-        tail = before[i + len(content):] if i >= 0 else ""
+    if before.startswith(head) and after.startswith(before):  # the turn as the template wrote it (as is, or
+        rest = before[len(head):]  # trimmed), then its closing
+        tail = next((rest[len(c):] + after[len(before):] for c in (content, content.strip()) if rest.startswith(c)),
+                    None)
+    if tail is None:  # the template rewrote the turn, or the history (Qwen3: a <think> block, an empty one only in
+        # the last message): its text after a stand-in turn that it writes as is
+        after = render(tok, messages[:-2] + [{"role": "assistant", "content": STAND_IN}, messages[-1]], True)
+        if STAND_IN not in after:
+            raise ValueError("the chat template does not write an assistant message's content")
+        tail = after[after.rfind(STAND_IN) + len(STAND_IN):]
     if end_text and tail.startswith(end_text):  # the end-of-turn token the model wrote is already in the ids
         tail = tail[len(end_text):]
-    if after.startswith(before):
-        return tail + after[len(before):]
-    j = after.rfind(defuse(tok, messages[-1]["content"]))  # template rewrote history: the last message's frame
-    k = after.rfind("\n", 0, max(j, 0)) if j > 0 else 0
-    return tail + after[k + 1 if k > 0 else 0:]
+    return tail
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,22 @@ NO_TOOL_ROLE = ("{%- for message in messages %}"
                 "{%- endfor %}"
                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 TRIMMING = M.CHATML_TEMPLATE.replace("message['content']", "(message['content'] | trim)")  # Llama-3 style
+THINK_REWRITING = (  # Qwen3 style: tool results in a user turn; an assistant turn after the last user message is
+    # written as <think>\n...\n</think>\n\n + answer when it thinks or is the last message, as is otherwise
+    "{%- set ns = namespace(last=0) %}"
+    "{%- for m in messages %}{%- if m['role'] == 'user' %}{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}"
+    "{%- if m['role'] == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- elif m['role'] == 'assistant' %}{%- set c, r = m['content'], '' %}"
+    "{%- if '</think>' in c %}{%- set r = c.split('</think>')[0].split('<think>')[-1].strip('\\n') %}"
+    "{%- set c = c.split('</think>')[-1].lstrip('\\n') %}{%- endif %}"
+    "{%- if loop.index0 > ns.last and (loop.last or r) %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + r + '\\n</think>\\n\\n' + c + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + c + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 ROLES_ONLY = ("{%- for message in messages %}"  # Phi-4 style: a role it does not know is left out, no error
               "{%- if message['role'] in ('system', 'user', 'assistant') %}"
               "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -461,6 +477,28 @@ def test_a_template_that_leaves_out_a_role_without_an_error_still_shows_its_text
             assert_template_consistent(t, tok)
         else:
             assert t["ids"] == R.encode(tok, R.render(tok, t["messages"], False))[:len(t["ids"])]
+
+
+@pytest.mark.parametrize("text", ["<think>p</think>\n<tool_call>{}</tool_call>", "<tool_call>{}</tool_call>",
+                                  "<think>cut before its end"])
+def test_a_template_that_rewrites_the_turn_still_gets_its_closing_and_the_tool_header(text, tiny, tiny_dir):
+    """A Qwen3-style template rewrites an assistant turn (its <think> block, or an empty one only when the turn is
+    the last message): the text after the turn lost the newline after its end token, or, for a turn without
+    </think>, the header of the tool message (`<|im_start|>user\\n<tool_response>\\n`)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = THINK_REWRITING
+    task = mixed_tasks(1)[0]
+    for eos in (True, False):
+        e = R.Episode(task, tok, max_steps=8)
+        prompt = tok.decode(e.ids, skip_special_tokens=False)
+        gen = R.encode(tok, text) + ([tok.eos_token_id] if eos else [])
+        e.add_turn(tok, text, gen, [-1.0] * len(gen), end_text=tok.eos_token if eos else None)
+        obs = e.messages[-1]["content"]
+        assert e.messages[-1]["role"] == "tool" and obs in R.render(tok, e.messages, True)
+        assert tok.decode(e.ids, skip_special_tokens=False) == (
+            prompt + text + "<|im_end|>\n<|im_start|>user\n<tool_response>\n" + obs
+            + "\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
 
 
 HOSTILE = [
