@@ -141,8 +141,8 @@ def _delta_text(tok, messages, end_text):
         if STAND_IN not in after:
             raise ValueError("the chat template does not write an assistant message's content")
         tail = after[after.rfind(STAND_IN) + len(STAND_IN):]
-    if end_text and tail.startswith(end_text):  # the end-of-turn token the model wrote is already in the ids
-        tail = tail[len(end_text):]
+    if end_text and tail.lstrip().startswith(end_text):  # the end-of-turn token the model wrote is already in the
+        tail = tail.lstrip()[len(end_text):]  # ids (and the space a template writes before it, " </s>", cannot be)
     return tail
 
 

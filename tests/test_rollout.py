@@ -41,6 +41,11 @@ THINK_REWRITING = (  # Qwen3 style: tool results in a user turn; an assistant tu
     "{%- else %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+ALTERNATING = (  # Mistral style: user and assistant only, in turn; no generation prompt; a turn is " text </s>"
+    "{{- bos_token }}{%- for m in messages %}"
+    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{%- endif %}"
+    "{%- if m['role'] == 'user' %}{{- '[INST] ' + m['content'] | trim + ' [/INST]' }}"
+    "{%- else %}{{- ' ' + m['content'] | trim + ' ' + eos_token }}{%- endif %}{%- endfor %}")
 ROLES_ONLY = ("{%- for message in messages %}"  # Phi-4 style: a role it does not know is left out, no error
               "{%- if message['role'] in ('system', 'user', 'assistant') %}"
               "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -499,6 +504,24 @@ def test_a_template_that_rewrites_the_turn_still_gets_its_closing_and_the_tool_h
         assert tok.decode(e.ids, skip_special_tokens=False) == (
             prompt + text + "<|im_end|>\n<|im_start|>user\n<tool_response>\n" + obs
             + "\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_template_that_writes_a_space_before_the_end_token_does_not_get_it_twice(tiny, tiny_dir):
+    """A Mistral-style template closes a turn with " </s>": the end token the model sampled was followed by the
+    template's " </s>" again, a second end of turn in the ids the model never wrote."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = ALTERNATING
+    task, text = mixed_tasks(1)[0], "<think>p</think><tool_call>{}</tool_call>"
+    for eos in (True, False):
+        e = R.Episode(task, tok, max_steps=8)
+        prompt = tok.decode(e.ids, skip_special_tokens=False)
+        assert prompt.startswith(tok.bos_token + "[INST] You are") and prompt.endswith(" [/INST]")
+        gen = R.encode(tok, text) + ([tok.eos_token_id] if eos else [])
+        e.add_turn(tok, text, gen, [-1.0] * len(gen), end_text=tok.eos_token if eos else None)
+        obs = e.messages[-1]["content"]
+        assert tok.decode(e.ids, skip_special_tokens=False) == (
+            prompt + text + ("" if eos else " ") + tok.eos_token + "[INST] Tool result:\n" + obs.strip() + " [/INST]")
 
 
 HOSTILE = [
