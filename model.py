@@ -276,6 +276,13 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     else:
         _guard_4bit_cpu(model)
     tok.padding_side = "left"  # batched generation needs left padding, whatever the saved tokenizer says
+    if tok.eos_token is None:  # a turn's end token (and the pad): the generation config's where the tokenizer has none
+        eos = model.generation_config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+        if not isinstance(eos, int):
+            raise ModelError(f"cannot use '{name}': neither its tokenizer nor its generation config names an "
+                             "end-of-sequence token (eos_token)")
+        tok.eos_token = tok.convert_ids_to_tokens(eos)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -261,6 +261,27 @@ def test_broken_model_and_adapter_folders_are_one_line(tiny_dir, tmp_path):
         assert "cannot put the adapter" in one_line_error(tiny_dir, adapter=str(d)), name
 
 
+def test_a_tokenizer_without_an_end_token_takes_the_generation_configs_or_is_one_line(tiny_dir, tmp_path):
+    """A tokenizer that names no eos (and so no pad): the model loaded, and the rollout died in a tensor op with a
+    TypeError about None. The end token comes from the model's generation config, and without one there either,
+    loading stops with one line."""
+    import shutil
+    from transformers import AutoTokenizer
+    d = tmp_path / "no_eos"
+    shutil.copytree(tiny_dir, d)
+    tok = AutoTokenizer.from_pretrained(d)
+    eos = tok.eos_token_id
+    tok.eos_token, tok.pad_token = None, None
+    tok.save_pretrained(d)
+    model, tok = M.load_base(str(d), device="cpu")
+    assert tok.eos_token_id == eos == model.generation_config.eos_token_id and tok.pad_token_id is not None
+    for f in ("config.json", "generation_config.json"):
+        cfg = json.loads((d / f).read_text())
+        (d / f).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("eos_token_id", "pad_token_id")}))
+    msg = one_line_error(str(d))
+    assert str(d) in msg and "end-of-sequence" in msg
+
+
 # --------------------------------------------------------------------------------------------------- smollm2
 @pytest.mark.skipif(os.environ.get("MOSAIC_FAST") == "1", reason="MOSAIC_FAST=1")
 def test_smollm2_converts_once_and_generates(monkeypatch):
