@@ -176,7 +176,11 @@ class Episode:
         if not done:
             self.messages.append({"role": "tool", "content": obs})
             if tok is not None:
-                d = encode(tok, _delta_text(tok, self.messages, end_text))
+                # tokenized after an end token, as in the conversation's text: alone, a tokenizer that writes a space
+                # before a text's first word (SentencePiece, prepend_scheme "first") would add one the template has not
+                delta, lead = _delta_text(tok, self.messages, end_text), encode(tok, tok.eos_token)
+                d = encode(tok, tok.eos_token + delta)
+                d = d[len(lead):] if d[:len(lead)] == lead else encode(tok, delta)
                 self.ids += d
                 self.mask += [0] * len(d)
                 self.logprobs += [0.0] * len(d)

@@ -524,6 +524,27 @@ def test_a_template_that_writes_a_space_before_the_end_token_does_not_get_it_twi
             prompt + text + ("" if eos else " ") + tok.eos_token + "[INST] Tool result:\n" + obs.strip() + " [/INST]")
 
 
+def test_the_text_after_a_turn_gets_no_space_a_sentencepiece_tokenizer_puts_first(tiny_dir):
+    """A tokenizer that writes a space before the first word of a text (SentencePiece's Metaspace, prepend_scheme
+    "first": Llama 2, Mistral) got the text after a turn tokenized alone, so the ids held a "▁" after the model's end
+    token that the template's text of the conversation has not."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    sp = Tokenizer(models.BPE(unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    sp.decoder = decoders.Metaspace(prepend_scheme="first")
+    sp.train_from_iterator(envs.corpus_texts(n=10), trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<unk>"] + M.CHAT_MARKERS, show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=sp, chat_template=M.CHATML_TEMPLATE, pad_token="<|pad|>",
+                                  eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<unk>")
+    e = R.Episode(mixed_tasks(1)[0], tok, max_steps=8)
+    gen = R.encode(tok, "<think>p</think>") + [tok.eos_token_id]
+    n = len(e.ids) + len(gen)
+    e.add_turn(tok, "<think>p</think>", gen, [-1.0] * len(gen), end_text=tok.eos_token)
+    assert tok.convert_ids_to_tokens(e.ids[n]) != "\u2581"
+    assert e.ids[n:] == R.encode(tok, R.render(tok, e.messages, True))[n - len(e.ids):]
+
+
 HOSTILE = [
     "",
     "\n\n",
