@@ -247,7 +247,7 @@ class _AgentBody:
         ep = self.ep
         ep.messages.append({"role": "tool", "content": obs})
         if self.tok is not None:
-            d = rollout.encode(self.tok, rollout._delta_text(self.tok, ep.messages, ep.end))
+            d = rollout.encode_after_turn(self.tok, rollout._delta_text(self.tok, ep.messages, ep.end))
             ep.ids += d
             ep.mask += [0] * len(d)
 

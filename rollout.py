@@ -124,6 +124,14 @@ def encode(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
+def encode_after_turn(tok, text):
+    """The ids of `text` as it follows a turn's end token in the conversation: alone, a tokenizer that writes a space
+    before a text's first word (SentencePiece, prepend_scheme "first") would add one the template's text has not."""
+    lead = encode(tok, tok.eos_token)
+    d = encode(tok, tok.eos_token + text)
+    return d[len(lead):] if d[:len(lead)] == lead else encode(tok, text)
+
+
 def _delta_text(tok, messages, end_text):
     """Template text that follows the last assistant turn's tokens: its closing, the new tool message, and the next
     assistant header. `messages` ends with [assistant, tool]."""
@@ -176,11 +184,7 @@ class Episode:
         if not done:
             self.messages.append({"role": "tool", "content": obs})
             if tok is not None:
-                # tokenized after an end token, as in the conversation's text: alone, a tokenizer that writes a space
-                # before a text's first word (SentencePiece, prepend_scheme "first") would add one the template has not
-                delta, lead = _delta_text(tok, self.messages, end_text), encode(tok, tok.eos_token)
-                d = encode(tok, tok.eos_token + delta)
-                d = d[len(lead):] if d[:len(lead)] == lead else encode(tok, delta)
+                d = encode_after_turn(tok, _delta_text(tok, self.messages, end_text))
                 self.ids += d
                 self.mask += [0] * len(d)
                 self.logprobs += [0.0] * len(d)
