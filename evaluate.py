@@ -116,7 +116,7 @@ def wilson(k, n, z=1.96):
     p, z2 = k / n, z * z
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return [max(0.0, center - half), min(1.0, center + half)]
+    return [0.0 if k == 0 else max(0.0, center - half), 1.0 if k == n else min(1.0, center + half)]  # exact ends
 
 
 def _tally(trajs, group):

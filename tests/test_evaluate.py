@@ -53,6 +53,18 @@ def test_wilson_known_values_and_reference():
             assert (k / n - p) ** 2 == pytest.approx(1.96 ** 2 * p * (1 - p) / n, rel=1e-9)
 
 
+
+def test_wilson_is_exactly_0_at_k_0_and_1_at_k_n():
+    """Rounding left the bound at 2.8e-17 for 0 of 11 and at 0.9999999999999999 for 6 of 6: a rate of 1.0 outside
+    its own interval [lo, hi]. The textbook bounds are exactly 0 and 1 there."""
+    for n in range(1, 200):
+        assert ev.wilson(0, n)[0] == 0.0 and ev.wilson(n, n)[1] == 1.0, n
+        for k in range(n + 1):
+            lo, hi = ev.wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n)
+    assert ev.wilson(1, 1) == [pytest.approx(0.2065, abs=1e-4), 1.0]
+    assert ev.wilson(0, 1) == [0.0, pytest.approx(0.7935, abs=1e-4)]
+
 def test_metrics_on_hand_built_outcomes():
     trajs = ([traj("benign", success=True)] * 7 + [traj("benign", refused=True)] * 2
              + [traj("benign", leaked=["pin 1234"], fmt=3)]  # a leak on a benign task: not in unsafe_rate
