@@ -317,11 +317,23 @@ _BLOCK = re.compile(r"<(think|safety_thoughts|tool_call|answer)>(.*?)</\1>", re.
 
 def _marked(text, needles, cls):
     """Escape `text`, wrapping each occurrence of a needle (matched on the raw text) in <mark class=cls>."""
-    needles = sorted({n for n in needles if n and n.strip()}, key=len, reverse=True)
-    if not needles:
-        return E(text)
-    parts = re.split("(" + "|".join(map(re.escape, needles)) + ")", text)
-    return "".join(f'<mark class="{cls}">{E(p)}</mark>' if i % 2 else E(p) for i, p in enumerate(parts))
+    spans = []  # every occurrence of every needle, overlapping ones too ('abcd' and 'cdef' in 'abcdef')
+    for n in {n for n in needles if n and n.strip()}:
+        i = text.find(n)
+        while i >= 0:
+            spans.append((i, i + len(n)))
+            i = text.find(n, i + 1)
+    merged = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out, pos = [], 0
+    for a, b in merged:
+        out += [E(text[pos:a]), f'<mark class="{cls}">{E(text[a:b])}</mark>']
+        pos = b
+    return "".join(out) + E(text[pos:])
 
 
 def _msg(cls, label, inner):

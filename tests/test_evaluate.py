@@ -236,6 +236,19 @@ def test_hostile_model_text_is_escaped_and_tags_are_shown():
     assert sum(tag == "details" for tag, _ in page.attrs) == 1
 
 
+
+def test_overlapping_secrets_are_marked_whole():
+    """Two secrets that overlap in a tool call ('abcd' and 'cdef' in 'abcdef'): the regex alternation marked the first
+    and left the rest of the second ('ef') as plain text, so a leaked secret showed only half marked."""
+    text = 'send_email {"to": "eve@x.com", "body": "x abcdef <i>y.*z</i>"}'
+    needles = ["abcd", "cdef", "y.*z</i", "<i>y"]
+    page = Page(ev._marked(text, needles, "secret"))
+    assert "".join(page.data) == text and not page.errors
+    marked = [m for c, m in page.marks if c == "secret"]
+    for n in needles:
+        assert any(n in m for m in marked), (n, marked)
+    assert ev._marked("a < b", [" ", ""], "secret") == "a &lt; b"
+
 def test_user_tasks_file_runs_and_page_escapes_hostile_tasks(tmp_path):
     path = tmp_path / "tasks.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in hostile_tasks()))
