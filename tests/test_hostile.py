@@ -470,20 +470,26 @@ def test_duplicate_keys_in_a_task_file_are_rejected(tmp_path):
     assert msg.startswith(f"{tmp_path / 'tasks.jsonl'}:1:") and "field 'category' is given twice" in msg
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "1e16", "1" * 30, "9" * 5000])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "1e16", "1" * 30, "9" * 5000,
+                                    *("1" + "0" * (d - 1) for d in (310, 400, 4300))])
 def test_non_finite_and_huge_numbers_are_a_format_error(number, tmp_path):
+    """An integer of 310 to 4300 digits is an int to json but no float: it was an OverflowError out of parse_turn
+    (the rollout crashed) and out of load_tasks (a traceback, not one line)."""
     text = '<think>p</think><tool_call>{"name": "transfer", "arguments": {"to_account": "AC1", "amount": ' + number \
            + "}}</tool_call>"
     r = parse_turn(text)
     assert r["action"] is None and "not valid JSON" in r["error"] and len(r["error"]) < 200
     ep = rollout.Episode(task({"success": [{"tool": "transfer"}]}), None, 4)
     ep.add_turn(None, text)
+    assert ep.env.format_errors == 1 and ep.messages[-1]["content"].startswith("Format error")
     path = tmp_path / "t.jsonl"
     rollout.save_jsonl([ep.to_dict("model")], str(path))
     strict_lines(path)
     line = json.dumps(GOOD).replace('"checks"', '"state": {"bank": {"balance": ' + number + '}}, "checks"', 1)
     msg = rejected(write(tmp_path, line.replace('"state": {"files": {"/docs/a.txt": "hi"}}, ', "")))
-    assert "not valid JSON" in msg or "field 'state.bank.balance'" in msg
+    assert "\n" not in msg and ("not valid JSON" in msg or "field 'state.bank.balance'" in msg)
+    if number.startswith("10000"):
+        assert "not valid JSON" in msg
 
 
 def test_environment_rejects_non_finite_numbers_given_directly():
@@ -966,23 +972,6 @@ def test_styles_read_as_described(inj):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Hostile model turns, continued: numbers and nesting that only break later
-
-
-@pytest.mark.parametrize("digits", [310, 400, 4300])
-def test_an_integer_too_long_for_a_float_is_a_format_error(digits, tmp_path):
-    """An integer of 310 to 4300 digits is an int to json but no float: it was an OverflowError out of parse_turn
-    (the rollout crashed) and out of load_tasks (a traceback, not one line)."""
-    number = "1" + "0" * (digits - 1)
-    text = '<think>p</think><tool_call>{"name": "transfer", "arguments": {"to_account": "AC1", "amount": ' + number \
-           + "}}</tool_call>"
-    r = parse_turn(text)
-    assert r["action"] is None and "not valid JSON" in r["error"] and len(r["error"]) < 200
-    ep = rollout.Episode(task({"success": [{"tool": "transfer"}]}), None, 4)
-    ep.add_turn(None, text)
-    assert ep.env.format_errors == 1 and ep.messages[-1]["content"].startswith("Format error")
-    line = json.dumps(GOOD).replace('"checks"', '"state": {"bank": {"balance": ' + number + '}}, "checks"', 1)
-    msg = rejected(write(tmp_path, line.replace('"state": {"files": {"/docs/a.txt": "hi"}}, ', "")))
-    assert "not valid JSON" in msg and "\n" not in msg
 
 
 def _nested(depth):

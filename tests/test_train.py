@@ -174,23 +174,30 @@ def test_dpo_keeps_the_judges_pairs_of_a_group_whose_rewards_tie():
     assert len(pairs) == 1 and pairs[0][0] is refusal and pairs[0][1] is answer  # winner first
 
 
+def random_lora_policy(tiny_dir):
+    """(policy, tok, generator): the tiny model under a LoRA adapter whose A (seeded) and B (random, so that policy !=
+    reference) are the same every run, and the generator that drew B, to draw more from."""
+    import model as M
+    torch.manual_seed(0)
+    policy, tok = M.load_policy(tiny_dir, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return policy, tok, g
+
+
 def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
     """pg_update and dpo_update (micro-batches of similar-length trajectories, in their own order) leave the gradient
     of one forward over the whole batch in the given order: each trajectory keeps its advantage, each pair its
     winner and loser, the normaliser is the whole batch's."""
     import envs
-    import model as M
     import rollout as R
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)  # LoRA A's init: the same data every run
-        policy, tok = M.load_policy(tiny_dir, device="cpu")
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in policy.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        policy, tok, g = random_lora_policy(tiny_dir)
         trajs = R.rollout(policy, R.pick_tasks(envs.make_split("test"), 2), tok, max_steps=3, max_new_tokens=10,
                           max_context=400, seed=1, progress=False)
         assert len({len(t["ids"]) for t in trajs}) >= 4
@@ -229,18 +236,11 @@ def lora_rollouts(tiny_dir):
     """(policy, tok, trajs): the tiny model under a LoRA adapter with random B (so policy != reference) and its
     sampled trajectories of 4 test tasks, of several lengths (3 turns and 1 turn: 30 and 10 policy tokens)."""
     import envs
-    import model as M
     import rollout as R
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        policy, tok = M.load_policy(tiny_dir, device="cpu")
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in policy.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        policy, tok, g = random_lora_policy(tiny_dir)
         tasks = R.pick_tasks(envs.make_split("test"), 1)
         trajs = [t for steps, seed in ((3, 2), (1, 3)) for t in R.rollout(
             policy, tasks, tok, max_steps=steps, max_new_tokens=10, max_context=400, seed=seed, progress=False)]
