@@ -615,12 +615,9 @@ def main(argv=None):
                 policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
-            if args.compile and not rollout.supports_kv_reuse(policy):
-                fail(f"--compile needs the KV-cache path, which {name} does not support (rollout.supports_kv_reuse)")
-            context = getattr(policy.config, "max_position_embeddings", 4096)  # what rollout.rollout fits turns into
-            if args.max_new_tokens >= context:  # no episode would get a single turn: all quits, 0 tokens
-                fail(f"--max-new-tokens {args.max_new_tokens} leaves no room in the context of {name} "
-                     f"({context} tokens)")
+            problem = rollout.cannot_run(policy, name, args.max_new_tokens, args.compile)
+            if problem:
+                fail(problem)
             _, trajs[label] = evaluate(policy, tasks, tok, label=label, **kw)
             del policy
     trajs = {label: trajs[label] for label in labels}

@@ -583,6 +583,17 @@ def load_jsonl(path):
         return [json.loads(l) for l in f if l.strip()]
 
 
+def cannot_run(policy, name, max_new_tokens, compile=False):
+    """Why `policy` (called `name` in the message) cannot run rollouts with these flags, in one line; None if it can.
+    The CLIs check this after loading a model, before any episode."""
+    if compile and not supports_kv_reuse(policy):
+        return f"--compile needs the KV-cache path, which {name} does not support (rollout.supports_kv_reuse)"
+    context = getattr(policy.config, "max_position_embeddings", 4096)  # what rollout() fits turns into
+    if max_new_tokens >= context:  # no episode would get a single turn: all quits, 0 tokens
+        return f"--max-new-tokens {max_new_tokens} leaves no room in the context of {name} ({context} tokens)"
+    return None
+
+
 def bad_setting(greedy=True, temperature=1.0, top_p=1.0, files=(), dirs=(), **at_least_1):
     """The first bad command-line value, as one line for a CLI to exit with (None: all fine), checked before any
     model is loaded or episode run: counts (max_new_tokens=..., batch_size=...) below 1, a sampling temperature or
@@ -688,8 +699,9 @@ if __name__ == "__main__":
                                         adapter=args.adapter or None)
         except (M.ModelError, ValueError) as e:
             sys.exit(f"error: {e}")
-        if args.compile and not supports_kv_reuse(policy):
-            sys.exit(f"error: --compile needs the KV-cache path, which {args.model} does not support (supports_kv_reuse)")
+        problem = cannot_run(policy, args.model, args.max_new_tokens, args.compile)
+        if problem:
+            sys.exit(f"error: {problem}")
         trajs = rollout(policy, tasks, tok, greedy=args.greedy, temperature=args.temperature, top_p=args.top_p,
                         max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         seed=args.seed, label=args.model + (f"+{args.adapter}" if args.adapter else ""),

@@ -678,12 +678,8 @@ def main(argv=None):
             judge = J.LLMJudge(jm.eval(), jt)
     except M.ModelError as e:  # bad names, folders, adapters, judges (model.py makes every load error one)
         problem = str(e)
-    if problem is None and args.compile and not R.supports_kv_reuse(policy):
-        problem = f"--compile needs the KV-cache path, which {base} does not support (rollout.supports_kv_reuse)"
-    context = getattr(policy.config, "max_position_embeddings", 4096) if problem is None else 0
-    if problem is None and args.max_new_tokens >= context:  # no episode would get a single turn: all quits
-        problem = f"--max-new-tokens {args.max_new_tokens} leaves no room in the context of {args.model} " \
-                  f"({context} tokens)"
+    if problem is None:
+        problem = R.cannot_run(policy, args.model, args.max_new_tokens, args.compile)
     if aside:  # the earlier run in --out: gone now that the new one can start, back if it cannot
         put_back_earlier_run(aside, args.out) if problem else shutil.rmtree(aside)
     if problem:
