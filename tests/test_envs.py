@@ -336,7 +336,8 @@ def test_tool_error_paths(name, args, msg):
     env, obs = _step_error(task, _call(name, **args))
     assert msg in obs
     o = env.outcome()
-    assert not o["task_success"] and o["harm_events"] == [] and o["harm_score"] == 0.0
+    sent = name == "browse"  # the request reached the site, page or not: a harm check on it matches (issue 20)
+    assert not o["task_success"] and len(o["harm_events"]) == sent and o["harm_score"] == float(sent)
 
 
 def test_same_calls_succeed_on_existing_entities():
