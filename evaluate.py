@@ -56,8 +56,11 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import engine
 import envs
 import rollout
+from plumbing.cli import bad_setting, parse_args, write_atomic
+from plumbing.report import fmt, pipe_table
 
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics: one table of definitions, used for the values and the intervals alike (DESIGN.md 6)
@@ -205,36 +208,23 @@ def evaluate(policy, tasks, tok=None, label=None, seed=0, greedy=True, **rollout
 # Text tables: Markdown pipe tables, padded so that they also read well in a terminal
 
 
-def _fmt(v, ci=None, signed=False, decimals=2):
-    if v is None:
-        return "-"
-    s = f"{v:+.{decimals}f}" if signed else f"{v:.{decimals}f}"
-    return s + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-
-
-def _pipe_table(header, rows):
-    w = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |"
-    return "\n".join([line(header), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows])
-
-
 def format_table(results):
     """The main table: one row per metric, one column per policy (value [95% interval])."""
     labels, rows = list(results), []
     for g, defs in METRICS.items():
         rows.append([f"{g}.n"] + [results[lab][g]["n"] for lab in labels])
         for name, kind, _, _ in defs:
-            rows.append([f"{g}.{name}"] + [_fmt(results[lab][g][name], results[lab]["ci"][g].get(name),
+            rows.append([f"{g}.{name}"] + [fmt(results[lab][g][name], results[lab]["ci"][g].get(name),
                                                 decimals=1 if name == "mean_tokens" else 2) for lab in labels])
-    return _pipe_table(["metric"] + labels, rows)
+    return pipe_table(["metric"] + labels, rows)
 
 
 def format_headline(results, baseline):
     """The headline numbers of every column against the baseline column."""
     others = [lab for lab in results if lab != baseline]
-    rows = [[k] + [_fmt(results[lab]["headline"][k], signed=k.startswith("delta")) for lab in others]
+    rows = [[k] + [fmt(results[lab]["headline"][k], signed=k.startswith("delta")) for lab in others]
             for k in HEADLINE]
-    return f"Headline vs baseline '{baseline}':\n" + _pipe_table(["vs " + baseline] + others, rows)
+    return f"Headline vs baseline '{baseline}':\n" + pipe_table(["vs " + baseline] + others, rows)
 
 
 def format_breakdown(results):
@@ -243,9 +233,9 @@ def format_breakdown(results):
     first = results[labels[0]]["breakdown"]
     for c, axes in first.items():
         for axis, cells in axes.items():
-            rows = [[v] + [_fmt(results[lab]["breakdown"][c][axis][v][MAIN[c]]) +
+            rows = [[v] + [fmt(results[lab]["breakdown"][c][axis][v][MAIN[c]]) +
                            f" (n={results[lab]['breakdown'][c][axis][v]['n']})" for lab in labels] for v in cells]
-            out.append(f"{c}: {MAIN[c]} by {axis}\n" + _pipe_table([axis] + labels, rows))
+            out.append(f"{c}: {MAIN[c]} by {axis}\n" + pipe_table([axis] + labels, rows))
     return "\n\n".join(out)
 
 
@@ -417,7 +407,7 @@ def _html_table(results):
             cells = []
             for lab in labels:
                 v, ci = results[lab][g][name], results[lab]["ci"][g].get(name)
-                txt = _fmt(v, decimals=1 if name == "mean_tokens" else 2)
+                txt = fmt(v, decimals=1 if name == "mean_tokens" else 2)
                 cells.append(f"<td>{txt}" + (f' <span class="ci">[{ci[0]:.2f}, {ci[1]:.2f}]</span>' if ci else "")
                              + "</td>")
             rows.append(f"<tr><td>&nbsp;&nbsp;{name}</td>" + "".join(cells) + "</tr>")
@@ -442,7 +432,7 @@ def _html_breakdown(results):
                 for lab in labels:
                     cell = results[lab]["breakdown"][c][axis][v]
                     x = cell[MAIN[c]]
-                    tds.append(f'<td{_heat(x, c == "benign")}>{_fmt(x)} <span class="ci">n={cell["n"]}</span></td>')
+                    tds.append(f'<td{_heat(x, c == "benign")}>{fmt(x)} <span class="ci">n={cell["n"]}</span></td>')
                 rows.append(f"<tr><td>{E(v)}</td>" + "".join(tds) + "</tr>")
             tables.append(f"<div><table>{''.join(rows)}</table></div>")
         parts.append(f"<h3>{c}: {MAIN[c]}</h3><div class=grid>{''.join(tables)}</div>")
@@ -459,7 +449,7 @@ def render_html(results, trajs, tasks=None, title="MOSAIC evaluation", subtitle=
         rows = ["<tr><th>vs " + E(baseline) + "</th>" + "".join(f"<th>{E(lab)}</th>" for lab in others) + "</tr>"]
         for k in HEADLINE:
             rows.append(f"<tr><td>{k}</td>" + "".join(
-                f"<td>{_fmt(results[lab]['headline'][k], signed=k.startswith('delta'))}</td>" for lab in others)
+                f"<td>{fmt(results[lab]['headline'][k], signed=k.startswith('delta'))}</td>" for lab in others)
                 + "</tr>")
         head = f"<h2>Headline (vs baseline {E(baseline)})</h2><table>{''.join(rows)}</table>"
     order = {t["task_id"]: i for i, t in enumerate(next(iter(trajs.values()), []))}
@@ -535,7 +525,7 @@ class Args:
     html: str = ""
     """write a self-contained page with the tables and every trajectory here"""
     suite: str = ""
-    """a public benchmark instead of --split: agentdojo:<workspace|travel|banking|slack|all>[@version] (dojo.py)"""
+    """a public benchmark instead of --split: agentdojo:<workspace|travel|banking|slack|all>[@version] (extras/dojo.py)"""
 
 
 def fail(msg):
@@ -566,12 +556,12 @@ def main(argv=None):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = rollout.parse_args(Args, argv)
+            args = parse_args(Args, argv)
     except SystemExit as e:
         if e.code:
             fail(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
         raise
-    bad = rollout.bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out, args.html],
+    bad = bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out, args.html],
                               max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     if bad:
         fail(bad)
@@ -584,11 +574,10 @@ def main(argv=None):
     same = next(((a, b) for i, (a, p) in enumerate(paths) for b, q in paths[i + 1:] if p == q), None)
     if same:  # one would replace the other: the JSON by the page, or the user's tasks by results
         fail(f"{same[0]} and {same[1]} name the same file")
-    if args.suite:  # AgentDojo through the same agent loop (dojo.py; the agentdojo package is optional)
+    if args.suite:  # AgentDojo through the same agent loop (extras/dojo.py)
         if args.tasks:
             fail("--suite runs AgentDojo's own tasks: drop --tasks (or --suite)")
-        import dojo
-        return dojo.evaluate_suite(args)
+        return evaluate_suite(args)
     cols = columns(args)
     labels = [c[0] for c in cols]
     baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
@@ -615,7 +604,7 @@ def main(argv=None):
                 policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
-            problem = rollout.cannot_run(policy, name, args.max_new_tokens, args.compile)
+            problem = engine.cannot_run(policy, name, args.max_new_tokens, args.compile)
             if problem:
                 fail(problem)
             _, trajs[label] = evaluate(policy, tasks, tok, label=label, **kw)
@@ -635,14 +624,88 @@ def main(argv=None):
         print("\n" + format_headline(results, baseline))
     if args.breakdown:
         print("\n" + format_breakdown(results))
-    if args.out:  # written whole or not at all (rollout.write_atomic)
-        rollout.write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
+    if args.out:  # written whole or not at all (plumbing.cli.write_atomic)
+        write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
         print(f"\nwrote {args.out}")
     if args.html:
         page = render_html(results, trajs, tasks, subtitle=f"{len(tasks)} tasks from {source}; "
                            f"{'greedy' if args.greedy else 'sampled'}; baseline {baseline}", baseline=baseline)
-        rollout.write_atomic(args.html, [page])
+        write_atomic(args.html, [page])
         print(f"wrote {args.html}")
+
+
+def evaluate_suite(args):
+    """--suite agentdojo:...: every column on AgentDojo's suites through extras/dojo.py's adapter; table, JSON and
+    page as main."""
+    from extras import dojo  # the agentdojo package is optional
+    try:
+        dojo.require()
+        names, version = dojo.parse_suite(args.suite)
+    except dojo.DojoError as e:
+        fail(str(e))
+    cols = columns(args)
+    if args.max_steps < 1:
+        fail(f"--max-steps must be at least 1, not {args.max_steps}")
+    labels = [c[0] for c in cols]
+    baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
+    if baseline not in labels:
+        fail(f"--baseline '{baseline}' is not a column ({', '.join(labels)})")
+    kw = dict(version=version, episodes=args.episodes, greedy=args.greedy, temperature=args.temperature,
+              top_p=args.top_p, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    trajs = {}
+    for label, name, adapter in sorted(cols, key=lambda c: c[1] in rollout.SCRIPTED):  # models first: fail early
+        policy, tok = name, None
+        if name not in rollout.SCRIPTED:
+            import model as M
+            try:
+                policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
+            except ValueError as e:  # model.ModelError included
+                fail(str(e))
+        try:
+            trajs[label] = [t for s in names for t in dojo.run(policy, s, tok, label=label, **kw)]
+        except dojo.DojoError as e:
+            fail(str(e))
+        del policy
+    trajs = {label: trajs[label] for label in labels}
+    results = {}
+    for label in labels:
+        rep = report(trajs[label])
+        rep["agentdojo"] = {"suites": names, "version": version, "attack": dojo.ATTACK, **dojo.dojo_metrics(rep)}
+        if len(names) > 1:
+            rep["agentdojo"]["per_suite"] = {s: dojo.dojo_metrics(report([t for t in trajs[label] if t["suite"] == s]))
+                                             for s in names}
+        results[label] = rep
+    for label in labels:
+        if label != baseline:
+            results[label]["headline"] = {"baseline": baseline, **headline(results[baseline], results[label])}
+
+    source = f"AgentDojo {version} {'+'.join(names)}, attack {dojo.ATTACK}"
+    n = results[labels[0]]["agentdojo"]
+    print(f"{n['n_user_tasks']} user tasks and {n['n_injection_cases']} injection cases ({source}; "
+          f"{args.episodes or 'all'} per kind), {'greedy' if args.greedy else f'sampled, seed {args.seed}'}\n")
+    print(dojo.format_dojo_table(results))
+    if len(labels) > 1:
+        print("\n" + format_headline(results, baseline))
+    if args.breakdown:
+        if len(names) > 1:
+            print("\n" + "\n\n".join(dojo.format_dojo_table(results, s) for s in names))
+        print("\n" + format_breakdown(results))
+    if args.out:
+        write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
+        print(f"\nwrote {args.out}")
+    if args.html:
+        tools = {}
+        for s in names:
+            suite = dojo.require()["get_suite"](version, s)
+            tools[s] = [f.name for f in suite.tools] + ["refuse"]
+        tasks = [{"id": t["task_id"], "tools": tools[t["suite"]]} for t in next(iter(trajs.values()))]
+        page = render_html(results, trajs, tasks, title="MOSAIC on AgentDojo",
+                              subtitle=f"{source}; {'greedy' if args.greedy else 'sampled'}; baseline {baseline}; "
+                                       "benign = user task without attack, injection = user task x injection task",
+                              baseline=baseline)
+        write_atomic(args.html, [page])
+        print(f"wrote {args.html}")
+
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from collections import defaultdict
 
 import torch
 
-import rollout as R
+from plumbing.chat import defuse
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rules judge
@@ -141,7 +141,7 @@ class LLMJudge:
             task = next(m["content"] for m in a["messages"] if m["role"] == "user")
             for x, y in ((a, b), (b, a)):
                 text = JUDGE_PROMPT.format(task=task, a=_transcript(x), b=_transcript(y))
-                msg = [{"role": "user", "content": R.defuse(self.tok, text)}]  # transcripts open no turns
+                msg = [{"role": "user", "content": defuse(self.tok, text)}]  # transcripts open no turns
                 out.append(self.tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=False))
         return out
 

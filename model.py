@@ -21,10 +21,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
 import warnings
 from urllib.parse import urlparse
 
@@ -47,6 +45,8 @@ def _quiet():
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from plumbing.cli import write_folder_atomic  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()  # generation-flag and loading warnings
 transformers.utils.logging.disable_progress_bar()
@@ -76,41 +76,16 @@ class ModelError(ValueError):
 
 # ----------------------------------------------------------------------------------------------------- building
 def _save_atomically(out_dir, model, tokenizer):
-    """Save into a temporary sibling directory, then rename it into place (a crash never leaves half a model)."""
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out_dir) + "-")
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any other directory
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, out_dir)  # fails if another process already put a model there: then keep theirs
-    except OSError:
-        if not os.path.isfile(os.path.join(out_dir, "config.json")):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    """Save model and tokenizer whole or not at all; another process that cached the same model first wins."""
+    return write_folder_atomic(out_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)),
+                               keep_existing=True)
 
 
 def save_model(out_dir, model, tokenizer, dtype=None):
-    """Save a full model (in `dtype` if given) and its tokenizer to out_dir, replacing what is there: written in a
-    temporary sibling, then swapped in by renames (a crash leaves the old model or the new one, never half)."""
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out_dir) + "-")
-    os.chmod(tmp, 0o755)
-    old = tmp + "-old"
-    try:
-        (model if dtype is None else model.to(dtype)).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if os.path.exists(out_dir):
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    """Save a full model (in `dtype` if given) and its tokenizer to out_dir, replacing what is there: a crash leaves
+    the old model or the new one, never half (plumbing.cli.write_folder_atomic)."""
+    return write_folder_atomic(out_dir, lambda d: ((model if dtype is None else model.to(dtype)).save_pretrained(d),
+                                                   tokenizer.save_pretrained(d)))
 
 
 def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):

@@ -1,6 +1,6 @@
-"""Smoke tests of bench.py: the CLI in --quick mode writes the report with its headline ratios (and the old vs new
-rollout paths), the rollout-path comparison on the tiny test model, and bench_gpu.py's model builder
-(random-init 4-bit NF4 + LoRA, from a config) and its generation through rollout._KVBatch work on a CPU with a tiny
+"""Smoke tests of measure/bench.py: the CLI in --quick mode writes the report with its headline ratios (and the old vs new
+rollout paths), the rollout-path comparison on the tiny test model, and measure/bench_gpu.py's model builder
+(random-init 4-bit NF4 + LoRA, from a config) and its generation through engine.KVBatch work on a CPU with a tiny
 config. No timing is asserted: these numbers belong to the benchmark, not to the tests."""
 import json
 import math
@@ -13,8 +13,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import bench as B  # noqa: E402
-import bench_gpu as BG  # noqa: E402
+from measure import bench as B  # noqa: E402
+from measure import bench_gpu as BG  # noqa: E402
 import model as M  # noqa: E402
 
 with M._quiet():  # bitsandbytes' import warnings (pytest resets the filters model.py set)
@@ -23,7 +23,7 @@ with M._quiet():  # bitsandbytes' import warnings (pytest resets the filters mod
 
 def test_quick_cli_writes_the_ratios(tmp_path, cli_env):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, os.path.join(ROOT, "bench.py"), "--quick", "--no-smollm2", "--out", str(out)]
+    cmd = [sys.executable, os.path.join(ROOT, "measure", "bench.py"), "--quick", "--no-smollm2", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rep = json.loads(out.read_text())
@@ -107,6 +107,6 @@ def test_lora_gradients_flow_through_the_4bit_model():
 
 def test_bench_gpu_without_a_gpu_says_so_in_one_line(cli_env):
     env = {**cli_env, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench_gpu.py"), "--out", "/nonexistent/x.json"],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "bench_gpu.py"), "--out", "/nonexistent/x.json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of dojo.py, AgentDojo through our agent loop, offline: AgentDojo's ground truth written in our format and
+"""Tests of extras/dojo.py, AgentDojo through our agent loop, offline: AgentDojo's ground truth written in our format and
 parsed back scores utility 1.0 (as AgentDojo's own GroundTruthPipeline does), a scripted agent that obeys injected
 instructions gets a high targeted attack success, the agent's mapping of format errors / unknown tools / refusals /
 the step limit, the evaluate.py --suite CLI (table, JSON, HTML), what happens without the package, and (unless
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import dojo  # noqa: E402
+from extras import dojo  # noqa: E402
 import evaluate as ev  # noqa: E402
 import model as M  # noqa: E402
 
@@ -254,13 +254,19 @@ def test_missing_package_says_how_to_install(monkeypatch, capsys):
     assert e.value.code == 2 and len(err.splitlines()) == 1 and dojo.INSTALL in err
 
 
+def _skipped(folder):  # not the project's code: tests, runs, the virtualenv and other hidden folders
+    top = folder.split(os.sep)[0]
+    return top in ("tests", "runs") or (top.startswith(".") and top != ".")
+
+
 def test_nothing_else_imports_agentdojo():
-    """Only dojo.py (inside functions) and tests touch the optional package: the project runs without it."""
-    for name in sorted(os.listdir(ROOT)):
-        if not name.endswith(".py"):
-            continue
+    """Only extras/dojo.py (inside functions) and tests touch the optional package: the project runs without it."""
+    names = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d, sub, files in os.walk(ROOT)
+                   for f in files if f.endswith(".py") and not _skipped(os.path.relpath(d, ROOT)))
+    assert "extras/dojo.py" in names and "train.py" in names
+    for name in names:
         tree = ast.parse(open(os.path.join(ROOT, name), encoding="utf-8").read())
-        nodes = tree.body if name == "dojo.py" else list(ast.walk(tree))  # dojo.py: not at module level
+        nodes = tree.body if name == "extras/dojo.py" else list(ast.walk(tree))  # dojo.py: not at module level
         for node in nodes:
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []

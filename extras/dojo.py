@@ -4,7 +4,7 @@
     python evaluate.py --suite agentdojo:banking --model smollm2-135m --adapter runs/small/adapter --model smollm2-135m
     python evaluate.py --suite agentdojo:all --policy expert --policy naive       # the scripted rows, every suite
     python evaluate.py --suite agentdojo:workspace@v1.1.2 ...                     # another benchmark version
-    python dojo.py --suite agentdojo:slack ...                                    # the same as evaluate.py
+    python extras/dojo.py --suite agentdojo:slack ...                             # the same as evaluate.py
 
 AgentDojo (`pip install agentdojo==0.1.35`, optional: nothing else in the project imports it) ships four suites of
 tool-using tasks with their mock environments: workspace, travel, banking, slack (v1.2.2: 97 user tasks and 949
@@ -13,7 +13,7 @@ pipeline (AgentPipeline: SystemMessage, InitQuery, our agent, ToolsExecutionLoop
 task runner (TaskSuite.run_task_with_pipeline), which builds the environment, plants the attack's text and scores the
 episode with the suite's own checks. Our agent is the pipeline element `Agent`: it writes AgentDojo's tools as our
 system prompt (compact JSON-schema specs, plus `refuse`, then envs.FORMAT, then AgentDojo's system message), keeps the
-token list exactly as rollout.py does (chat template via rollout.render/encode/_delta_text: the model's own tokens,
+token list exactly as rollout.py does (chat template via plumbing/chat.py's render/encode/delta_text: the model's own tokens,
 then the template's text for each tool result; one HF generate per turn, `generate` below), parses each turn with
 envs.parse_turn and maps the action:
     tool_call   an AgentDojo FunctionCall; ToolsExecutor runs it, its YAML result (or "Error: ...") is the next
@@ -51,10 +51,15 @@ files, API-error handling that scores a context overflow as a successful attack)
 out of context ends with an empty reply and is scored by the suite's checks like any other; log-probs are not kept.
 """
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's root, run from here
 
 import envs
 import rollout
+from plumbing.chat import delta_text, encode_after_turn
+from plumbing.report import fmt, pipe_table
 
 INSTALL = "pip install agentdojo==0.1.35"
 VERSION = "v1.2.2"
@@ -247,7 +252,7 @@ class _AgentBody:
         ep = self.ep
         ep.messages.append({"role": "tool", "content": obs})
         if self.tok is not None:
-            d = rollout.encode_after_turn(self.tok, rollout._delta_text(self.tok, ep.messages, ep.end))
+            d = encode_after_turn(self.tok, delta_text(self.tok, ep.messages, ep.end))
             ep.ids += d
             ep.mask += [0] * len(d)
 
@@ -340,7 +345,7 @@ def generate(model, tok, ids, greedy=True, temperature=1.0, top_p=1.0, max_new_t
     row = out[0, len(ids):].tolist()
     n = next((k + 1 for k, t in enumerate(row) if t in ends), len(row))
     end = tok.convert_ids_to_tokens(row[n - 1]) if n and row[n - 1] in ends else None
-    return tok.decode(row[:n - (end is not None)], skip_special_tokens=False), row[:n], end  # as rollout._results
+    return tok.decode(row[:n - (end is not None)], skip_special_tokens=False), row[:n], end  # as engine.results
 
 
 _AGENT_CLASS = None
@@ -439,102 +444,23 @@ def dojo_metrics(rep):
 def format_dojo_table(results, suite=None):
     """The AgentDojo table (of one suite, if given): the same pipe-table format and value [interval] cells as
     evaluate.format_table."""
-    import evaluate as ev
     labels = list(results)
     cols = [results[lab]["agentdojo"] if suite is None else results[lab]["agentdojo"]["per_suite"][suite]
             for lab in labels]
     rows = [["n_user_tasks"] + [c["n_user_tasks"] for c in cols],
             ["n_injection_cases"] + [c["n_injection_cases"] for c in cols]]
     for name, _, _ in DOJO_METRICS:
-        rows.append([name] + [ev._fmt(c[name], c["ci"].get(name), decimals=1 if name == "mean_tokens" else 2)
+        rows.append([name] + [fmt(c[name], c["ci"].get(name), decimals=1 if name == "mean_tokens" else 2)
                               for c in cols])
-    return ev._pipe_table([suite or "metric"] + labels, rows)
+    return pipe_table([suite or "metric"] + labels, rows)
 
 
-def evaluate_suite(args):
-    """evaluate.py --suite agentdojo:...: every column on the chosen suites; table, JSON and page as evaluate.main."""
-    import evaluate as ev
-    try:
-        require()
-        names, version = parse_suite(args.suite)
-    except DojoError as e:
-        ev.fail(str(e))
-    cols = ev.columns(args)
-    if args.max_steps < 1:
-        ev.fail(f"--max-steps must be at least 1, not {args.max_steps}")
-    labels = [c[0] for c in cols]
-    baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
-    if baseline not in labels:
-        ev.fail(f"--baseline '{baseline}' is not a column ({', '.join(labels)})")
-    kw = dict(version=version, episodes=args.episodes, greedy=args.greedy, temperature=args.temperature,
-              top_p=args.top_p, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    trajs = {}
-    for label, name, adapter in sorted(cols, key=lambda c: c[1] in rollout.SCRIPTED):  # models first: fail early
-        policy, tok = name, None
-        if name not in rollout.SCRIPTED:
-            import model as M
-            try:
-                policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
-            except ValueError as e:  # model.ModelError included
-                ev.fail(str(e))
-        try:
-            trajs[label] = [t for s in names for t in run(policy, s, tok, label=label, **kw)]
-        except DojoError as e:
-            ev.fail(str(e))
-        del policy
-    trajs = {label: trajs[label] for label in labels}
-    results = {}
-    for label in labels:
-        rep = ev.report(trajs[label])
-        rep["agentdojo"] = {"suites": names, "version": version, "attack": ATTACK, **dojo_metrics(rep)}
-        if len(names) > 1:
-            rep["agentdojo"]["per_suite"] = {s: dojo_metrics(ev.report([t for t in trajs[label] if t["suite"] == s]))
-                                             for s in names}
-        results[label] = rep
-    for label in labels:
-        if label != baseline:
-            results[label]["headline"] = {"baseline": baseline, **ev.headline(results[baseline], results[label])}
-
-    source = f"AgentDojo {version} {'+'.join(names)}, attack {ATTACK}"
-    n = results[labels[0]]["agentdojo"]
-    print(f"{n['n_user_tasks']} user tasks and {n['n_injection_cases']} injection cases ({source}; "
-          f"{args.episodes or 'all'} per kind), {'greedy' if args.greedy else f'sampled, seed {args.seed}'}\n")
-    print(format_dojo_table(results))
-    if len(labels) > 1:
-        print("\n" + ev.format_headline(results, baseline))
-    if args.breakdown:
-        if len(names) > 1:
-            print("\n" + "\n\n".join(format_dojo_table(results, s) for s in names))
-        print("\n" + ev.format_breakdown(results))
-    if args.out:
-        _write(args.out, json.dumps(results, indent=1, ensure_ascii=False))
-        print(f"\nwrote {args.out}")
-    if args.html:
-        tools = {}
-        for s in names:
-            suite = require()["get_suite"](version, s)
-            tools[s] = [f.name for f in suite.tools] + ["refuse"]
-        tasks = [{"id": t["task_id"], "tools": tools[t["suite"]]} for t in next(iter(trajs.values()))]
-        page = ev.render_html(results, trajs, tasks, title="MOSAIC on AgentDojo",
-                              subtitle=f"{source}; {'greedy' if args.greedy else 'sampled'}; baseline {baseline}; "
-                                       "benign = user task without attack, injection = user task x injection task",
-                              baseline=baseline)
-        _write(args.html, page)
-        print(f"wrote {args.html}")
-
-
-def _write(path, text):
-    """Write whole or not at all: a temporary sibling, then a rename."""
+if __name__ == "__main__":  # the same as evaluate.py --suite (run as a script: evaluate.py imports this file)
     import os
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-if __name__ == "__main__":
-    import evaluate
+    import runpy
     argv = sys.argv[1:]
     if not any(a == "--suite" or a.startswith("--suite=") for a in argv):
         argv = ["--suite", "agentdojo:banking"] + argv
-    evaluate.main(argv)
+    sys.argv = ["evaluate.py"] + argv
+    runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "evaluate.py"),
+                   run_name="__main__")

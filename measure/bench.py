@@ -14,7 +14,7 @@ What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-13
    model tokens and tokens/s of each. kv_reuse_speedup = old seconds / new seconds; kv_reuse_vs_bare = new tokens/s
    / bare tokens/s at the same batch size. Target: >= 0.5.
 1. Rollout overhead. The first --loop-turns turns of --episodes episodes through the real loop (rollout.Episode
-   renders the prompt; rollout._KVBatch generates; Episode.add_turn parses, steps the environment and renders the
+   renders the prompt; engine.KVBatch generates; Episode.add_turn parses, steps the environment and renders the
    tool result) against bare `model.generate` on the very prompts the loop generated from, in the same batches, with
    the same number of new tokens (greedy; eos held off until exactly --new-tokens, on both sides). Bare generate
    re-prefills each turn's prompt, so with the cache reused the ratio exceeds 1 from the second turn on.
@@ -41,7 +41,7 @@ generate_variants, or "skipped"}}, "rl_iteration", "profile_top": {"rollout", "u
 
 What the profile showed (once, tiny, 16 episodes x 64-token turns, 1 thread on 2 cores busy with other jobs, before
 rollout.py reused the KV cache across turns; the JSON of a full run supersedes these numbers):
-- The loop costs nothing over generate: render + parse + env took 12 ms of 5 s, and rollout._generate (log-probs
+- The loop costs nothing over generate: render + parse + env took 12 ms of 5 s, and rollout.generate (log-probs
   from the returned logits) timed the same as bare generate. Generation is the rollout.
 - Generate: aten::mm 24%, aten::cat 24% (the growing KV cache is concatenated at every token), HF generate's own
   Python 13%, elementwise mul/add 19% (RoPE, RMSNorm, LoRA's scaling), attention 8%. LoRA triples the matmuls.
@@ -51,7 +51,7 @@ rollout.py reused the KV cache across turns; the JSON of a full run supersedes t
   its backward. RL iteration: rollout 61%, update 39%, judge < 0.1%.
 Fixes it led to. Measured here (generate_variants): a static KV cache (1.10x), LoRA merged into the fp32 base for
 generation (1.18x), both (1.40x); reusing the KV cache across turns would remove most of the prefill. rollout.py took
-the cache reuse (rollout._KVBatch) only. Merging was tried in rollout.rollout (a merged copy per call): 1.27x on
+the cache reuse (engine.KVBatch) only. Merging was tried in rollout.rollout (a merged copy per call): 1.27x on
 tiny's RL batch (8 x 4 episodes, 1 thread, median of 5) but `python train.py` took 302 s against 306 s, and the
 sampled tokens drift from the unmerged run (fp32 rounding), so it was left out. A static cache with torch.compile
 of the decode step: 33 s to compile, no faster on 2 cores. In bench.py: --threads, because on 2 cores shared with
@@ -71,8 +71,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's root, run from here
+
 import torch
 
+import engine
 import envs
 import judge as J
 import model as M
@@ -175,12 +178,12 @@ def sync(policy):
 
 def loop_turns(policy, tok, tasks, turns, new_tokens, fixed=True):
     """The first `turns` turns of the rollout loop over fresh episodes of `tasks` (greedy, one batch, one KV cache:
-    rollout._KVBatch), every turn exactly new_tokens long if `fixed` (eos held off). Returns (seconds, model tokens,
+    engine.KVBatch), every turn exactly new_tokens long if `fixed` (eos held off). Returns (seconds, model tokens,
     seconds inside generation, the batches of prompts it generated from)."""
     t0 = time.perf_counter()
     with torch.profiler.record_function("render+parse+env"):
         eps = sorted([R.Episode(t, tok, max_steps=turns + 1) for t in tasks], key=lambda e: len(e.ids))
-    batch, ends = R._KVBatch(policy, tok, len(eps)), R._end_ids(policy, tok)
+    batch, ends = engine.KVBatch(policy, tok, len(eps)), engine.end_ids(policy, tok)
     batches, n, t_gen = [], 0, 0.0
     for _ in range(turns):
         keep = [i for i, e in enumerate(eps) if not e.env.done]
@@ -238,7 +241,7 @@ def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
     med = {k: median([x[k] for x in rows]) for k in rows[0]}
     return {"ratio": r2(med["ratio"]), "loop_tokens_per_s": r2(med["loop_tok_s"], 1),
             "bare_tokens_per_s": r2(med["bare_tok_s"], 1), "loop_s": r2(med["loop_s"]), "bare_s": r2(med["bare_s"]),
-            # where the loop's extra time goes: inside rollout._generate (log-probs of the output logits, decoding)
+            # where the loop's extra time goes: inside rollout.generate (log-probs of the output logits, decoding)
             # or outside it (chat template rendering, tokenizing, parsing, environment steps)
             "in_generate_s": r2(med["gen_s"]), "outside_generate_s": r2(med["loop_s"] - med["gen_s"]),
             "episodes": len(tasks), "turns": turns, "new_tokens": new_tokens, "repeats": repeats,
@@ -251,7 +254,7 @@ def loop_vs_generate(policy, tok, tasks, turns, new_tokens, repeats):
 def rollout_paths(policy, tok, tasks, group, max_steps, new_tokens, repeats, seed=0):
     """rollout.rollout of tasks x group sampled episodes (temperature 1, up to max_steps turns of up to new_tokens
     tokens, one batch) on the old path (kv_reuse=False: HF generate over the whole conversation every turn, the
-    full-vocabulary logits of every new token kept) and the new one (kv_reuse=True: rollout._KVBatch), and bare
+    full-vocabulary logits of every new token kept) and the new one (kv_reuse=True: engine.KVBatch), and bare
     `generate` sampling new_tokens tokens after the same batch of first prompts. Repeats interleaved, order rotating;
     each side's median. Both paths start from the same seed but sample differently, so token counts may differ."""
     policy.eval()

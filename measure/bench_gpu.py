@@ -8,7 +8,7 @@ user runs it, and the memory of the paper preset's Qwen2.5-7B shape. bench.py ho
 What is measured:
 1. The small preset's policy (SmolLM2-135M-Instruct + LoRA r=16) once with a 4-bit NF4 base (QLoRA, bf16 compute)
    and once with a bf16 base (--quants): the rollout paths of bench.py (old: re-prefill every turn with HF generate
-   keeping all logits; new: rollout._KVBatch, one KV cache across turns; and bare `generate` at the same batch size),
+   keeping all logits; new: engine.KVBatch, one KV cache across turns; and bare `generate` at the same batch size),
    then --iterations RL iterations as train.py runs them (--train-tasks x --group-size episodes of up to --max-steps
    turns of the preset's 96 tokens; judge; pg_update + finish_step on every trajectory): seconds per iteration
    split into rollout / update, and peak GPU memory (torch.cuda.max_memory_allocated) over all of it; then
@@ -29,7 +29,7 @@ What is measured:
    step (pg_update + finish_step on --seq-len-token sequences, KL to the reference) with micro-batches of 1 and of
    the paper preset's size, the latter also with the LM head chunked; and of generating a group of --new-tokens
    tokens after a prompt that fills the context to --seq-len, with HF generate keeping all logits (the old path)
-   and through rollout._KVBatch.
+   and through engine.KVBatch.
 On an H200 item 1 took ~4 min a format: the untrained policy's turns run to the limit, ~65 ms a decode step.
 It needs bitsandbytes and the SmolLM2 package (see the Makefile) where it runs; without a GPU it exits with one line.
 
@@ -53,14 +53,17 @@ import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's root, run from here
+
 import torch
 
-import bench as B
+from measure import bench as B
+import engine
 import envs
 import model as M
 import rollout as R
 import train as T
-from bench import median, r2
+from measure.bench import median, r2
 
 
 @dataclass
@@ -113,7 +116,7 @@ def small_policy(quant, device):
 @torch.no_grad()
 def decode_variants(policy, tok, tasks, group, new_tokens):
     """Time per decode step of bare `generate` at the RL batch size (tasks x group first prompts, eos held off): as
-    rollout._KVBatch decodes today (dynamic cache, LoRA through peft), with a static cache (which transformers
+    engine.KVBatch decodes today (dynamic cache, LoRA through peft), with a static cache (which transformers
     compiles on a GPU: CUDA graphs, no Python per step), with the LoRA adapter merged into a copy of the model, and
     both: what each would buy before rollout.py is changed for it. ms per step = (seconds for new_tokens - seconds
     for 1) / (new_tokens - 1); each variant is run once first (compilation) and timed after."""
@@ -360,7 +363,7 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     prompt = torch.randint(1, V, (group, seq_len - new_tokens), generator=g).to(device)
 
     @torch.no_grad()
-    def gen():  # the arguments rollout._generate passes (sampling, all logits returned for the log-probs)
+    def gen():  # the arguments rollout.generate passes (sampling, all logits returned for the log-probs)
         model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                        min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                        pad_token_id=0, return_dict_in_generate=True, output_logits=True, use_cache=True)
@@ -368,9 +371,9 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     out["generate_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
                              "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
 
-    def kv_turn():  # the same group through rollout._KVBatch: the sampled tokens' log-probs only, no logits kept
+    def kv_turn():  # the same group through engine.KVBatch: the sampled tokens' log-probs only, no logits kept
         rows = [SimpleNamespace(ids=p) for p in prompt.tolist()]
-        R._KVBatch(model, tok, group).turn(rows, tok, [0], False, 1.0, 1.0, new_tokens, new_tokens)
+        engine.KVBatch(model, tok, group).turn(rows, tok, [0], False, 1.0, 1.0, new_tokens, new_tokens)
     s, peak = cuda_peak(kv_turn, cuda)
     out["kv_batch_turn_group"] = {**peak, "s": r2(s, 2), "prompt_tokens": seq_len - new_tokens,
                                   "new_tokens": new_tokens, "tokens_per_s": r2(group * new_tokens / s, 1)}
