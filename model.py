@@ -26,7 +26,7 @@ import sys
 import warnings
 from urllib.parse import urlparse
 
-# Quiet known noise once, before transformers/peft/bitsandbytes are imported (DESIGN.md 7).
+# Quiet known noise once, before transformers/peft/bitsandbytes are imported (NOISE below).
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward ..." at import
 NOISE = [".*gradient_checkpointing_enable.*deprecated.*", ".*is_gradient_checkpointing.*deprecated.*",
          ".*use_reentrant.*", ".*torch_dtype.*deprecated.*", ".*torch.jit.script_method.*"]  # last: bnb import
@@ -176,7 +176,7 @@ def _hub_reachable():
 
 
 def _guard_4bit_cpu(model):
-    """Stop bitsandbytes from repacking 4-bit weights on a no-grad CPU forward (it breaks later gradients, DESIGN 7)."""
+    """Stop bitsandbytes from repacking 4-bit weights on a no-grad CPU forward (it breaks later gradients)."""
     import bitsandbytes as bnb
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit):

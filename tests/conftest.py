@@ -21,7 +21,7 @@ TINY_TEST = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hid
 
 
 def pytest_configure(config):
-    """pytest resets warning filters per test: apply model.py's list of known noise (DESIGN.md 7) here too."""
+    """pytest resets warning filters per test: apply model.py's list of known noise (model.NOISE) here too."""
     for pattern in M.NOISE:
         config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
 

@@ -1,5 +1,5 @@
 """Tests of judge.py: the rules judge (antisymmetry, each rule in its order, against a slow reference written from
-DESIGN.md 4), group rewards (round-robin wins, format reward, length penalty, the scalar ablation), group-relative
+docs/contracts.md), group rewards (round-robin wins, format reward, length penalty, the scalar ablation), group-relative
 advantages (against a pure-Python reference), the LLM judge on a tiny model, and the command line."""
 import copy
 import itertools
