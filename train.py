@@ -21,8 +21,9 @@ Stages.
    after a LoRA SFT, a frozen copy of the SFT adapter (model.reference).
 
 Outputs in --out: adapter/ (peft, safetensors), log.jsonl (one line per RL step), curves.png, summary.json =
-{"seconds", "peak_memory_gb", "before": {"test", "ood"}, "after": {"test", "ood"}} with the metrics of evaluate.py,
-args.json (the run's flags: --resume keeps them), ckpt/ (checkpoints for --resume).
+{"seconds", "peak_memory_gb": {"gpu", "rss", "sft", "rl"} (see Peaks), "before": {"test", "ood"}, "after": {"test",
+"ood"}} with the metrics of evaluate.py,
+args.json (the run's flags: --resume takes them), ckpt/ (checkpoints for --resume).
 
 Simplifications and deviations from the paper:
 - The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
@@ -80,7 +81,8 @@ class Args:
     seed: int = 0
     """seed for data order, sampling and initialisation"""
     resume: bool = False
-    """continue from the last checkpoint in --out"""
+    """continue the run in --out from its last checkpoint, with the run's own flags (its args.json); flags typed
+    again must equal the run's, except --steps, --save-every and --compile; a folder with no run is an error"""
     # --- SFT warm start
     sft_steps: int = 400
     """SFT steps on scripted trajectories (0 = none)"""
@@ -209,12 +211,15 @@ def read_checkpoint(ckpt, args):
     return state, saved
 
 
+FREE_ON_RESUME = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however spelled
+
+
 def same_flags(made_with, args):
-    """Exit with one line where `args` differ from the flags a run was made with (--resume keeps them; only
-    --steps, --save-every, --compile and the spelling of --out may change)."""
+    """Exit with one line where `args` differ from the flags a run was made with, those of its checkpoint (parse
+    took `args` from the run's args.json; only --steps, --save-every, --compile and the spelling of --out may
+    change)."""
     now = asdict(args)
-    free = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however it is spelled
-    changed = [k for k, v in made_with.items() if k not in free and now.get(k, v) != v]
+    changed = [k for k, v in made_with.items() if k not in FREE_ON_RESUME and now.get(k, v) != v]
     if changed:
         sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
             f"--{k.replace('_', '-')} {made_with[k]} (now {now[k]})" for k in changed[:4]))
@@ -384,6 +389,22 @@ def sft_batch(step, args, tok):
     return batch + [copy_drill(rng, tok) for _ in range(args.sft_drills)]
 
 
+def sft_backward(policy, tok, batch, micro_batch, dev):
+    """Backpropagate the SFT loss of `batch` (cross-entropy on the assistant tokens, normalised by the whole batch's
+    tokens) in micro-batches of at most `micro_batch` sequences of similar length, as pg_update does: the gradient of
+    one forward over the whole batch, up to float error, with the memory of `micro_batch` sequences (SFT ran
+    2 x --micro-batch per forward: `small --quant none` died for memory on a 24 GB CPU machine). Returns the loss."""
+    batch = sorted(batch, key=lambda t: len(t["ids"]))  # similar lengths pad little
+    n_tokens = max(1, sum(sum(t["mask"]) for t in batch))
+    total = 0.0
+    for s in range(0, len(batch), micro_batch):
+        logp, mask, _ = masked_logprobs(policy, batch[s:s + micro_batch], tok, dev)
+        loss = -(logp * mask).sum() / n_tokens
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def sft(policy, tok, args, dev):
     """Cross-entropy on the assistant tokens of copy drills, then of fresh scripted episodes (never the same task
     twice). The learning rate warms up, stays flat through the drills, then decays (cosine) to 10%."""
@@ -395,15 +416,8 @@ def sft(policy, tok, args, dev):
     policy.train()
     bar = tqdm(range(n), desc="sft")
     for step in bar:
-        batch = sorted(sft_batch(step, args, tok), key=lambda t: len(t["ids"]))  # similar lengths pad little
         opt.zero_grad(set_to_none=True)
-        n_tokens = sum(sum(t["mask"]) for t in batch)
-        total = 0.0
-        for s in range(0, len(batch), args.micro_batch * 2):
-            logp, mask, _ = masked_logprobs(policy, batch[s:s + args.micro_batch * 2], tok, dev)
-            loss = -(logp * mask).sum() / n_tokens
-            loss.backward()
-            total += loss.item()
+        total = sft_backward(policy, tok, sft_batch(step, args, tok), args.micro_batch, dev)
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
         sched.step()
@@ -500,12 +514,37 @@ def rl_step(policy, opt, tok, step, args, dev, judge):
             "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": time.time() - t2}
 
 
-def peak_memory_gb():
-    """Peak GPU memory allocated by torch (None without CUDA) and peak resident memory of this process."""
-    import resource
-    gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"gpu": None if gpu is None else round(gpu, 2),
-            "rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+class Peaks:
+    """Peak memory in GB by phase, for summary.json's "peak_memory_gb": {"gpu", "rss", "sft", "rl"}. "gpu": the peak
+    GPU memory allocated by torch (None without CUDA); its peak is reset at the start of a phase
+    (torch.cuda.reset_peak_memory_stats), so a phase's "gpu" is that phase's own peak (the weights it holds
+    included). "rss": the peak resident memory of the process, which cannot be reset: a phase's "rss" is the
+    process's peak at the end of that phase. "sft" and "rl" are None when this process ran no SFT (none, or it was
+    done before a --resume) or no RL step."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        self.gpu_run = None  # the whole run's GPU peak, across resets
+        self.phases = {"sft": None, "rl": None}
+
+    def now(self):
+        import resource
+        gpu = round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
+        if gpu is not None:
+            self.gpu_run = max(self.gpu_run or 0.0, gpu)
+        return {"gpu": gpu, "rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+    def start(self):
+        self.now()  # keeps the run's peak before it is reset
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def end(self, phase):
+        self.phases[phase] = self.now()
+
+    def summary(self):
+        rss = self.now()["rss"]
+        return {"gpu": self.gpu_run, "rss": rss, **self.phases}
 
 
 def print_table(summary):
@@ -538,16 +577,70 @@ def parse_flags(argv, defaults=None):
         raise
 
 
+_UNTYPED = object()  # the default of every flag in typed_flags: a flag that was typed has another value
+
+
+def typed_flags(argv):
+    """{field: value} of the flags typed on the command line (argparse spellings included: --pre base, --lr=1e-3,
+    --no-sft-full), whatever their defaults."""
+    ns = parse_flags(argv, defaults={f: _UNTYPED for f in Args.__dataclass_fields__})
+    return {f: getattr(ns, f) for f in Args.__dataclass_fields__ if getattr(ns, f) is not _UNTYPED}
+
+
+def run_flags(out):
+    """The flags of the run in folder `out` (a dict): its args.json, else its last checkpoint's; None where it holds
+    no run. Exits with one line where args.json is unreadable and there is no checkpoint to take them from."""
+    path, ckpt = os.path.join(out, "args.json"), latest_checkpoint(out)
+    if os.path.lexists(path):
+        try:  # OSError: a folder or a file that cannot be opened in its place
+            made_with = json.load(open(path))
+            if isinstance(made_with, dict):
+                return made_with
+        except (OSError, ValueError):
+            pass
+        if ckpt is None:
+            sys.exit(f"error: cannot resume: {path} is unreadable; start over without --resume")
+    if ckpt is None:
+        return None
+    try:
+        made_with = json.load(open(os.path.join(ckpt, "state.json")))["args"]
+        assert isinstance(made_with, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        sys.exit(f"error: cannot resume from {ckpt} (its state.json is unreadable); start over without --resume")
+    return made_with
+
+
 def parse(argv):
-    """Args from the command line over the preset's defaults; bad values exit with one line."""
-    pre = parse_flags(argv).preset  # the whole line: --preset as argparse reads it (--pre base, --preset=base)
-    if not pre:
-        pre = "small" if torch.cuda.is_available() else "tiny"
-        print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "
-              "pass --preset to choose)")
-    if pre not in PRESETS:
-        sys.exit(f"error: unknown preset '{pre}' ({' | '.join(PRESETS)})")
-    args = parse_flags(argv, defaults={**PRESETS[pre], "preset": pre})
+    """Args from the command line over the preset's defaults; bad values exit with one line. With --resume, over the
+    run's own flags (its args.json) instead: flags typed again must equal the run's, except --steps, --save-every
+    and --compile; a folder that holds no run is one line."""
+    parse_flags(argv)  # --help and argparse's errors, over Args' defaults
+    typed = typed_flags(argv)
+    pre = typed.get("preset")  # the whole line: --preset as argparse reads it (--pre base, --preset=base)
+    if typed.get("resume"):
+        out = typed.get("out") or PRESETS.get(pre or ("small" if torch.cuda.is_available() else "tiny"), {}).get("out")
+        made_with = run_flags(out) if out else None
+        if made_with is None:
+            sys.exit(f"error: --resume: {out} holds no run to resume (no args.json, no checkpoint); "
+                     "start one without --resume")
+        pre = made_with.get("preset")
+        if pre not in PRESETS:
+            sys.exit(f"error: cannot resume: {out} holds a run of unknown preset '{pre}'")
+        made_with = {**asdict(Args()), **PRESETS[pre], **made_with}  # a flag newer than the run: its default
+        changed = [k for k, v in typed.items() if k not in FREE_ON_RESUME and v != made_with[k]]
+        if changed:
+            sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
+                f"--{k.replace('_', '-')} {made_with[k]} (now {typed[k]})" for k in changed[:4]))
+        print(f"resume: the run in {out} with its own flags (preset {pre})")
+        args = parse_flags(argv, defaults={**made_with, "out": out, "resume": True})
+    else:
+        if not pre:
+            pre = "small" if torch.cuda.is_available() else "tiny"
+            print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "
+                  "pass --preset to choose)")
+        if pre not in PRESETS:
+            sys.exit(f"error: unknown preset '{pre}' ({' | '.join(PRESETS)})")
+        args = parse_flags(argv, defaults={**PRESETS[pre], "preset": pre})
     for name, allowed in (("reward", ("pairwise", "scalar")), ("loss", ("pg", "dpo")), ("quant", ("none", "4bit"))):
         if getattr(args, name) not in allowed:
             sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")
@@ -616,7 +709,18 @@ def put_back_earlier_run(aside, out):
     os.rmdir(aside)
 
 
-def warm_start(args, dev, ckpt):
+def bound_activations(model, quant):
+    """Gradient checkpointing (each layer's activations recomputed in backward instead of kept) for a model of 20 M
+    parameters or more in full or half precision, as model.load_policy gives it to a 4-bit one: without it,
+    `small --quant none` kept ~2 GB of activations per 1,000-token sequence of its 30 layers, and one SFT
+    micro-batch of 8 was killed at 22 GB on a 24 GB CPU machine. Tiny models keep theirs (a few MB; recomputing
+    costs time)."""
+    if quant == "none" and M.n_params(model) >= 20e6:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def warm_start(args, dev, ckpt, peaks=None):
     """The policy RL starts from, with a LoRA adapter to train, and the name of its base. Full SFT (tiny from
     scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter and is both the
     adapter RL continues and, frozen, the reference."""
@@ -626,14 +730,24 @@ def warm_start(args, dev, ckpt):
     if args.sft_steps > 0 and args.sft_full and args.quant == "none":
         if not os.path.isfile(os.path.join(sft_dir, "config.json")):
             model, tok = M.load_base(args.model, device=dev)
+            bound_activations(model, args.quant)
+            if peaks:
+                peaks.start()
             sft(model, tok, args, dev)
+            if peaks:
+                peaks.end("sft")
             M.save_model(sft_dir, model, tok)
             del model
         policy, tok = M.load_policy(sft_dir, args.quant, adapter=resume_adapter, **lora)
-        return policy, tok, sft_dir
+        return bound_activations(policy, args.quant), tok, sft_dir
     if args.sft_steps > 0 and not os.path.isfile(os.path.join(sft_adapter, "adapter_config.json")):
         policy, tok = M.load_policy(args.model, args.quant, **lora)
+        bound_activations(policy, args.quant)
+        if peaks:
+            peaks.start()
         sft(policy, tok, args, dev)
+        if peaks:
+            peaks.end("sft")
         policy.save_pretrained(sft_adapter)
         del policy
     if args.sft_steps > 0:  # RL continues the SFT adapter; its frozen copy is the reference
@@ -641,27 +755,45 @@ def warm_start(args, dev, ckpt):
                                     reference_adapter=sft_adapter, **lora)
     else:
         policy, tok = M.load_policy(args.model, args.quant, adapter=resume_adapter, **lora)
-    return policy, tok, args.model
+    return bound_activations(policy, args.quant), tok, args.model
+
+
+# Seconds per SFT step of `small` (SmolLM2-135M, 16 sequences) on this repository's 2-core CPU machine without CUDA:
+# 4-bit measured 2026-12-02; fp32 (--quant none, micro-batches of 8, gradient checkpointing) on one thread of a CPU
+# shared with other jobs (50% of a core; 152 s of CPU time), peak resident memory 14.9 GB.
+CPU_SFT_STEP_S = {"4bit": 281, "none": 353}
+
+
+def cpu_warning(args):
+    """The line a run of `small` or `paper` prints before it starts on a machine without CUDA (hours of work), or
+    None. It warns and goes on: a short run (--sft-steps 1 --steps 0) is a fair thing to do on a CPU."""
+    if args.preset not in ("small", "paper") or torch.cuda.is_available():
+        return None
+    demo = "for the CPU demo run `python train.py --preset tiny` (~5 min)"
+    if args.preset == "paper":
+        return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
+                f"takes ~{CPU_SFT_STEP_S['4bit']} s a step here in 4-bit: days or more; {demo}")
+    s = CPU_SFT_STEP_S[args.quant]
+    return (f"warning: --preset small on a CPU (no CUDA GPU): ~{s} s per SFT step "
+            f"{'in 4-bit' if args.quant == '4bit' else 'in fp32'} (measured on a 2-core CPU), so its {args.sft_steps} "
+            f"SFT steps take ~{args.sft_steps * s / 3600:.1f} h, then {args.steps} RL iterations and the evaluations; "
+            f"{demo}")
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
+    warn = cpu_warning(args)
+    if warn:
+        print(warn, flush=True)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
-    t_start = time.time()
-    flags_path = os.path.join(args.out, "args.json")  # the run's flags, for a --resume before its first checkpoint
+    t_start, peaks = time.time(), Peaks()
+    flags_path = os.path.join(args.out, "args.json")  # the run's flags, which --resume takes
     aside = set_aside_earlier_run(args.out, args.resume)  # removed once the models load
     ckpt = latest_checkpoint(args.out) if args.resume else None
-    state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)
-    if args.resume and not ckpt and os.path.exists(flags_path):  # killed in SFT or the first evaluation
-        try:  # OSError: a folder or a file that cannot be opened in its place (it could not be rewritten either)
-            made_with = json.load(open(flags_path))
-            assert isinstance(made_with, dict)
-        except (OSError, ValueError, AssertionError):
-            sys.exit(f"error: cannot resume: {flags_path} is unreadable; start over without --resume")
-        same_flags(made_with, args)
+    state, saved = read_checkpoint(ckpt, args) if ckpt else (None, None)  # parse took the flags from args.json
     if not os.path.exists(flags_path):
         write_json(flags_path, asdict(args))
     if args.resume and ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
@@ -671,7 +803,7 @@ def main(argv=None):
     # --- 0. the warm start (and an LLM judge: a bad name fails here, not after the evaluation), before RL
     problem = None
     try:
-        policy, tok, base = warm_start(args, dev, ckpt)
+        policy, tok, base = warm_start(args, dev, ckpt, peaks)
         judge = None
         if args.judge != "rules":
             jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
@@ -726,6 +858,7 @@ def main(argv=None):
         print(f"resumed from {ckpt} at step {start}")
     R.write_atomic(log_path, [json.dumps(r) + "\n" for r in log])  # a kill here keeps the old log whole
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
+    peaks.start()
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)
         rec["seconds"] = time.time() - t_start
@@ -736,6 +869,8 @@ def main(argv=None):
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_checkpoint(args.out, policy, opt, {"step": step + 1, "seconds": time.time() - t_start,
                                                     "args": asdict(args)})
+    if start < args.steps:
+        peaks.end("rl")
 
     # --- 2. after, outputs
     after = {}
@@ -743,11 +878,13 @@ def main(argv=None):
         policy.save_pretrained(os.path.join(args.out, "adapter"), selected_adapters=["default"])
         plot_curves(log, os.path.join(args.out, "curves.png"))
         after = eval_splits(policy, tok, args, "after")
-    summary = {"seconds": round(time.time() - t_start, 1), "peak_memory_gb": peak_memory_gb(), "before": before,
+    summary = {"seconds": round(time.time() - t_start, 1), "peak_memory_gb": peaks.summary(), "before": before,
                "after": after, "preset": args.preset, "model": args.model, "base": base, "args": asdict(args)}
     write_json(os.path.join(args.out, "summary.json"), summary)
     print_table(summary)
-    print(f"\ndone in {summary['seconds']:.0f} s, peak memory {summary['peak_memory_gb']} GB -> {args.out}/")
+    mem = summary["peak_memory_gb"]
+    print(f"\ndone in {summary['seconds']:.0f} s, peak memory (GB) " + ", ".join(
+        f"{k} {mem[k]}" for k in ("sft", "rl") if mem[k]) + f", run gpu {mem['gpu']} rss {mem['rss']} -> {args.out}/")
     return summary
 
 

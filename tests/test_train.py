@@ -1,5 +1,6 @@
 """train.py: the losses against slow references, the whole CLI on tiny budgets, DPO, resume after a kill."""
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -231,6 +232,34 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
         torch.set_num_threads(n)
 
 
+def test_sft_accumulates_micro_batches_of_at_most_micro_batch_sequences(tiny_dir, monkeypatch):
+    """SFT backpropagates in micro-batches of at most --micro-batch sequences, as the RL update does (it ran
+    2 x --micro-batch per forward: `small --quant none` died for memory on a 24 GB CPU machine), and leaves the
+    gradient of one forward over the whole batch (the loss normalised by the whole batch's tokens)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy, tok, _ = random_lora_policy(tiny_dir)
+        batch = T.sft_batch(0, T.Args(sft_batch=4, sft_drills=3, max_steps=2), tok)
+        assert len(batch) == 7 and len({len(t["ids"]) for t in batch}) >= 4
+        params = [p for p in policy.parameters() if p.requires_grad]
+        sizes, real = [], T.masked_logprobs
+        monkeypatch.setattr(T, "masked_logprobs", lambda p, mb, *a, **k: sizes.append(len(mb)) or real(p, mb, *a, **k))
+        loss = T.sft_backward(policy, tok, batch, 3, "cpu")
+        got = torch.cat([p.grad.flatten() for p in params])
+        assert sizes == [3, 3, 1]
+        for p in params:
+            p.grad = None
+        logp, mask, _ = real(policy, batch, tok, "cpu")
+        one = -(logp * mask).sum() / mask.sum()
+        one.backward()
+        want = torch.cat([p.grad.flatten() for p in params])
+    finally:
+        torch.set_num_threads(n)
+    assert loss == pytest.approx(one.item(), rel=1e-5)
+    assert torch.allclose(got, want, atol=1e-6, rtol=1e-4) and want.abs().max() > 1e-4
+
+
 @pytest.fixture(scope="module")
 def lora_rollouts(tiny_dir):
     """(policy, tok, trajs): the tiny model under a LoRA adapter with random B (so policy != reference) and its
@@ -442,6 +471,8 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
     base, _ = M.load_base(str(out / "sft"))
     PeftModel.from_pretrained(base, str(out / "adapter"))  # loadable by peft as the contract says
     assert "before" in r.stdout and "after" in r.stdout  # the before/after table
+    mem = summary["peak_memory_gb"]  # the SFT phase's peak beside the RL phase's (no CUDA: no GPU figures)
+    assert 0 < mem["sft"]["rss"] <= mem["rl"]["rss"] <= mem["rss"] and mem["gpu"] is mem["sft"]["gpu"] is None
 
 
 def test_train_with_compile_evaluates_as_without(tmp_path, tiny_dir, monkeypatch):
@@ -604,6 +635,23 @@ def test_preset_spelled_as_argparse_takes_it_gets_its_defaults(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, monkeypatch, capsys):
+    """`small` (or `paper`) on a machine without CUDA took ~12 h without a word: now a warning line with the measured
+    estimate and the CPU demo's command, printed before any work; the run goes on (short budgets are fine)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(T, "warm_start", lambda *a, **k: sys.exit("stop"))
+    with pytest.raises(SystemExit):
+        T.main(["--preset", "small", "--out", str(tmp_path / "run")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("warning: --preset small on a CPU") and "281 s per SFT step in 4-bit" in first
+    assert "150 SFT steps take ~11.7 h" in first and "python train.py --preset tiny" in first
+    assert "in fp32" in T.cpu_warning(T.parse(["--preset", "small", "--quant", "none"]))
+    assert "days" in T.cpu_warning(T.parse(["--preset", "paper"]))
+    assert T.cpu_warning(T.parse(["--preset", "tiny"])) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert T.cpu_warning(T.parse(["--preset", "small"])) is None
+
+
 def test_empty_out_is_one_line_before_any_work():
     """--out '' names no folder: one line from parse (it was a FileNotFoundError traceback from os.makedirs)."""
     with pytest.raises(SystemExit) as ei:
@@ -685,6 +733,58 @@ def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_d
         assert str(ei.value).startswith("error: cannot resume: ") and "unreadable" in str(ei.value)
 
 
+def test_resume_takes_the_run_flags_and_refuses_only_typed_flags_that_differ(tmp_path, capsys):
+    """`--out DIR --resume` takes the run's flags from DIR/args.json: the defaults of flags the user did not type
+    (nor those of a --preset typed again) never count as a change (`--resume` alone exited with 'it was made with
+    --eval-episodes 2 (now 50)'); a flag typed again must equal the run's, except --steps, --save-every, --compile
+    and the spelling of --out; the others are refused, in one line that lists them."""
+    out = tmp_path / "run"
+    out.mkdir()
+    made = T.parse(["--preset", "tiny", "--out", str(out), "--eval-episodes", "2", "--lr", "0.01", "--no-std-adv",
+                    "--kl-coef", "0", "--max-new-tokens", "20", "--seed", "7"])
+    (out / "args.json").write_text(json.dumps(T.asdict(made)))
+    want = dataclasses.replace(made, resume=True)
+    assert T.parse(["--out", str(out), "--resume"]) == want
+    assert T.parse(["--out", str(out), "--resume", "--preset", "tiny", "--lr", "1e-2", "--seed=7"]) == want
+    assert T.parse(["--out", f"{out}/", "--res", "--steps", "50", "--save-every", "3", "--compile"]) == dataclasses.replace(
+        want, out=f"{out}/", steps=50, save_every=3, compile=True)
+    for typed, line in ((["--eval-episodes", "50"], "--eval-episodes 2 (now 50)"),
+                        (["--preset", "small"], "--preset tiny (now small)"),
+                        (["--seed", "0", "--no-sft-full", "--kl-coef=0.1", "--steps", "9"],
+                         "--seed 7 (now 0), --sft-full True (now False), --kl-coef 0.0 (now 0.1)")):
+        with pytest.raises(SystemExit) as ei:
+            T.parse(["--out", str(out), "--resume", *typed])
+        assert str(ei.value.code) == f"error: --resume continues the run with its own flags; it was made with {line}"
+    made_base = T.parse(["--preset", "base", "--out", str(tmp_path / "b"), "--sft-steps", "3"])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "args.json").write_text(json.dumps(T.asdict(made_base)))  # no --preset on the line: base's
+    assert T.parse(["--out", str(tmp_path / "b"), "--resume"]) == dataclasses.replace(made_base, resume=True)
+
+
+def test_resume_takes_the_flags_of_a_checkpoint_without_args_json(tmp_path):
+    """A run whose args.json is gone (or was made before there was one) resumes with its checkpoint's flags."""
+    made = T.parse(["--preset", "tiny", "--out", str(tmp_path), "--steps", "6", "--group-size", "3"])
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "state.json").write_text(json.dumps({"step": 2, "seconds": 1.0, "args": T.asdict(made)}))
+    assert T.parse(["--out", str(tmp_path), "--resume"]) == dataclasses.replace(made, resume=True)
+
+
+def test_resume_where_there_is_no_run_is_one_line_and_no_work(tmp_path, monkeypatch, tiny_dir):
+    """`--resume` on a folder that holds no run (empty, a mistyped name, a file) started a new full run without a
+    word; now one line, nothing started, created or changed."""
+    monkeypatch.setattr(T, "warm_start", lambda *a, **k: pytest.fail("a run started"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "empty", tmp_path / "emtpy", tmp_path / "notes.txt"):
+        for typed in ([], ["--model", tiny_dir, *QUICK]):
+            with pytest.raises(SystemExit) as ei:
+                T.main(["--out", str(out), "--resume", *typed])
+            assert str(ei.value) == f"error: --resume: {out} holds no run to resume (no args.json, no checkpoint); " \
+                                    "start one without --resume"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_resume_after_kill_continues_the_same_run(tmp_path, tiny_dir, cli_env):
     common = ["--model", tiny_dir, *QUICK, "--steps", "4", "--save-every", "2", "--eval-episodes", "0"]
     ref = tmp_path / "ref"
@@ -699,7 +799,7 @@ def test_resume_after_kill_continues_the_same_run(tmp_path, tiny_dir, cli_env):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert state.exists(), "the run never wrote a checkpoint"
-    r = run_train([*common, "--out", str(out), "--resume"], cli_env)
+    r = run_train(["--out", str(out), "--resume"], cli_env)  # the run's own flags, from its args.json
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from" in r.stdout
     a = [json.loads(l) for l in open(ref / "log.jsonl")]
