@@ -7,15 +7,14 @@
     python sweep.py --print-only --plot curves.png   # and draw every run's training curves in one picture
 
 Each run is a plain `python train.py --preset tiny --seed S --out runs/<name>-seed<S> [flags]` subprocess, so a
-killed sweep resumes (finished runs, those with a summary.json, are not run again; the others get --resume). Every
-run starts from the same shipped base and evaluates it on the same tasks, so the "before" numbers of the first
-finished run are reused by the others (their `seconds` then count RL and the final evaluation only).
+killed sweep resumes: finished runs (those with a summary.json) are not run again, runs that started (their folder
+holds args.json) get --resume, which goes on with their own flags, and the others start. Every run
+starts from the same shipped base, whose build.json holds its numbers under the tiny preset's evaluation settings,
+so no run evaluates it again (their `seconds` count RL and the final evaluation only).
 """
 import argparse
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -31,12 +30,10 @@ def run(name, seed, flags, out_root, threads):
     out = os.path.join(out_root, f"{name}-seed{seed}")
     if os.path.isfile(os.path.join(out, "summary.json")):
         return out
-    earlier = sorted(glob.glob(os.path.join(out_root, "*-seed*", "before.json")))
-    if earlier and not os.path.exists(os.path.join(out, "before.json")):
-        os.makedirs(out, exist_ok=True)
-        shutil.copy(earlier[0], os.path.join(out, "before.json"))
     train = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")  # whatever the current folder
-    cmd = [sys.executable, train, "--preset", "tiny", "--seed", str(seed), "--out", out, "--resume", *flags]
+    cmd = [sys.executable, train, "--preset", "tiny", "--seed", str(seed), "--out", out, *flags]
+    if os.path.isfile(os.path.join(out, "args.json")):  # a run that started (--resume where none did is an error)
+        cmd.append("--resume")  # its own flags: those typed here are checked against them
     print("$ " + " ".join(cmd), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     log_path = os.path.join(out_root, f"{name}-seed{seed}.log")

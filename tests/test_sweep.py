@@ -81,3 +81,25 @@ def test_runs_train_py_beside_it_from_any_folder(tmp_path):
     assert proc.returncode != 0 and "no finished runs" in proc.stderr
     log = (tmp_path / "runs" / f"pairwise-pg-seed{2**32}.log").read_text()
     assert "error: --seed must be below 2**32" in log, log
+
+
+def test_resumes_the_runs_that_started_and_starts_the_others(tmp_path, monkeypatch):
+    """A killed sweep: a run that started (its folder holds args.json) gets --resume, one that never started is
+    started without it (sweep passed --resume to every run, relying on train.py's silent fresh start where there was
+    no run; train.py now refuses that), a finished one is not run again."""
+    sys.path.insert(0, ROOT)
+    import sweep
+    cmds = []
+    monkeypatch.setattr(sweep.subprocess, "run", lambda cmd, **kw: cmds.append(cmd) or subprocess.CompletedProcess(
+        cmd, 0))
+    (tmp_path / "pairwise-dpo-seed0").mkdir()
+    (tmp_path / "pairwise-dpo-seed0" / "args.json").write_text("{}")
+    fake_run(tmp_path / "pairwise-dpo-seed2", 0.1)
+    for seed in (0, 1, 2):
+        sweep.run("pairwise-dpo", seed, ["--loss", "dpo"], str(tmp_path), None)
+    train = os.path.join(ROOT, "train.py")
+    assert [c[1:] for c in cmds] == [
+        [train, "--preset", "tiny", "--seed", "0", "--out", str(tmp_path / "pairwise-dpo-seed0"), "--loss", "dpo",
+         "--resume"],
+        [train, "--preset", "tiny", "--seed", "1", "--out", str(tmp_path / "pairwise-dpo-seed1"), "--loss", "dpo"]]
+    assert not (tmp_path / "pairwise-dpo-seed1").exists()  # train.py makes it
