@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 import engine
 import envs
 import rollout
+from tasks import get_tasks
 from plumbing.cli import bad_setting, parse_args, write_atomic
 from plumbing.report import fmt, pipe_table
 
@@ -584,8 +585,8 @@ def main(argv=None):
     if baseline not in labels:
         fail(f"--baseline '{baseline}' is not a column ({', '.join(labels)})")
     try:
-        tasks = rollout.pick_tasks(envs.get_tasks(args.split, args.tasks or None), args.episodes)
-    except ValueError as e:  # envs.TaskError included
+        tasks = rollout.pick_tasks(get_tasks(args.split, args.tasks or None), args.episodes)
+    except ValueError as e:  # a task file's TaskError included
         fail(str(e))
     if not tasks:
         fail("no tasks to run")

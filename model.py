@@ -7,7 +7,7 @@
     with reference(model):                                # the reference policy: the warm start (LoRA off, or
         ref = sequence_logprob(model, ids, mask, loss_mask)   # the frozen SFT adapter after a LoRA SFT)
 
-Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is built once into CACHE_DIR (a byte-level BPE trained on envs.corpus_texts(), the 8 format tags as
+Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is built once into CACHE_DIR (a byte-level BPE trained on tasks.corpus_texts(), the 8 format tags as
 single tokens that decode as text, ChatML template); "smollm2-135m" is converted once from the package's GGUF file to
 safetensors in CACHE_DIR; anything else is a local directory or a hub id. `python model.py [NAME]` loads a policy and
 prints its size and a greedy reply. Simplifications: one device, no tensor/pipeline parallelism, no 8-bit, the tiny
@@ -126,8 +126,8 @@ def _tiny_dir(texts=None):
     out = os.path.join(CACHE_DIR, f"tiny-{key}")
     if not os.path.isfile(os.path.join(out, "config.json")):
         if texts is None:
-            import envs
-            texts = envs.corpus_texts()
+            import tasks
+            texts = tasks.corpus_texts()
         build_tiny(out, texts)
     return out
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 import engine
 import envs
+from tasks import TaskError, get_tasks, script
 from plumbing.chat import delta_text, encode, encode_after_turn, render
 from plumbing.cli import bad_setting, parse_args, write_atomic
 
@@ -42,7 +43,7 @@ class Episode:
     def __init__(self, task, tok, max_steps, kind=None):
         self.task, self.kind, self.env = task, kind, envs.Env(task, max_steps)
         self.messages, self.turns = self.env.reset(), []
-        self.script = envs.script(task, kind) if kind else None
+        self.script = script(task, kind) if kind else None
         self.ids, self.mask, self.logprobs = [], [], []
         if tok is not None:
             self.ids = encode(tok, render(tok, self.messages, True))
@@ -271,8 +272,8 @@ if __name__ == "__main__":
     if bad or args.episodes < 0:
         sys.exit(f"error: {bad or f'--episodes must be 0 (all) or more, not {args.episodes}'}")
     try:
-        tasks = pick_tasks(envs.get_tasks(args.split, args.tasks or None), args.episodes)
-    except (envs.TaskError, ValueError) as e:
+        tasks = pick_tasks(get_tasks(args.split, args.tasks or None), args.episodes)
+    except (TaskError, ValueError) as e:
         sys.exit(f"error: {e}")
     if not tasks:
         sys.exit("error: no tasks to run")

@@ -76,11 +76,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import engine
-import envs
 import judge as J
 import model as M
 import rollout as R
 import train as T
+from tasks import make_split
 
 
 @dataclass
@@ -351,7 +351,7 @@ def generate_variants(policy, tok, tasks, turns, new_tokens, repeats):
 
 def scripted_batch(tok, n_tasks, group, max_tokens=0, seed=0):
     """group x n_tasks expert trajectories of train tasks (with token ids), random advantages."""
-    tasks = envs.make_split("train", seed)[:n_tasks]
+    tasks = make_split("train", seed)[:n_tasks]
     trajs = R.rollout("expert", tasks, tok, group_size=group, progress=False)
     if max_tokens:
         trajs = [{**t, **{k: t[k][-max_tokens:] for k in ("ids", "mask", "logprobs")}} for t in trajs]
@@ -450,7 +450,7 @@ def top_ops(prof, n=12):
 
 def profile(policy, tok, args):
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks * args.group_size]
+    tasks = R.pick_tasks(make_split("train"), 0)[:args.train_tasks * args.group_size]
     policy.eval()
     with torch_profile(activities=[ProfilerActivity.CPU]) as p_roll:
         loop_turns(policy, tok, tasks, args.max_steps, args.new_tokens, fixed=False)
@@ -525,7 +525,7 @@ def main(argv=None):
     if args.smollm2:
         specs.append(("smollm2-135m", "smollm2-135m", args.smollm2_episodes, args.smollm2_max_steps,
                       args.smollm2_train_tasks, args.smollm2_repeats))
-    tasks_all = R.pick_tasks(envs.make_split("test"), 0)
+    tasks_all = R.pick_tasks(make_split("test"), 0)
     for label, name, n_eps, max_steps, n_train, repeats in specs:
         try:
             policy, tok = M.load_policy(name, quant="none", lora=True, device="cpu")
@@ -541,7 +541,7 @@ def main(argv=None):
         res["batching"] = batching(policy, tok, tasks, max_steps, args.new_tokens, repeats)
         if label == "tiny":
             print(f"tiny: rollout paths ({args.train_tasks} x {args.group_size} episodes) ...", flush=True)
-            res["rollout_paths"] = rollout_paths(policy, tok, R.pick_tasks(envs.make_split("train"), 0)[
+            res["rollout_paths"] = rollout_paths(policy, tok, R.pick_tasks(make_split("train"), 0)[
                 :args.train_tasks], args.group_size, args.max_steps, args.new_tokens, args.repeats)
             print_paths("tiny", res["rollout_paths"])
             print("tiny: generate variants, RL iteration shares, profile ...", flush=True)

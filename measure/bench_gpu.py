@@ -59,11 +59,11 @@ import torch
 
 from measure import bench as B
 import engine
-import envs
 import model as M
 import rollout as R
 import train as T
 from measure.bench import median, r2
+from tasks import make_split
 
 
 @dataclass
@@ -149,7 +149,7 @@ def small_side(args, quant, device):
     policy, tok = small_policy(quant, device)
     small = T.PRESETS["small"]
     out = {"weights_gib": r2(torch.cuda.memory_allocated() / 2**30) if cuda else None}
-    tasks = R.pick_tasks(envs.make_split("train"), 0)[:args.train_tasks]
+    tasks = R.pick_tasks(make_split("train"), 0)[:args.train_tasks]
     if args.repeats:
         out["rollout_paths"] = B.rollout_paths(policy, tok, tasks, args.group_size, args.max_steps,
                                                small["max_new_tokens"], args.repeats)

@@ -12,7 +12,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import envs  # noqa: E402
+from tasks import corpus_texts, make_split  # noqa: E402
 import model as M  # noqa: E402
 
 # Small enough for a shared 2-core machine: ~0.1 M parameters, a 1,000-token BPE trained on 50 train tasks' text.
@@ -60,7 +60,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny random-init Llama + tokenizer (tags as tokens, ChatML template) saved once per session."""
-    return M.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), envs.corpus_texts(n=50), **TINY_TEST)
+    return M.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), corpus_texts(n=50), **TINY_TEST)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +101,7 @@ def trained_tiny(tiny_dir):
     torch.set_num_threads(1)
     try:
         model, tok = M.load_base(tiny_dir, device="cpu")
-        tasks = envs.make_split("train")[:8]
+        tasks = make_split("train")[:8]
         data = R.rollout("expert", tasks, tok, progress=False) + R.rollout("naive", tasks, tok, progress=False)
         with torch.random.fork_rng():
             torch.manual_seed(0)

@@ -43,10 +43,10 @@ def test_quick_cli_writes_the_ratios(tmp_path, cli_env):
 
 @pytest.mark.usefixtures("one_thread")
 def test_rollout_paths_compares_old_new_and_bare(tiny):
-    import envs
+    from tasks import make_split
     import rollout as R
     model, tok = tiny
-    tasks = R.pick_tasks(envs.make_split("train"), 0)[:2]
+    tasks = R.pick_tasks(make_split("train"), 0)[:2]
     res = B.rollout_paths(model, tok, tasks, group=2, max_steps=2, new_tokens=6, repeats=1)
     assert res["episodes"] == 4 and res["device"] == "cpu"
     for k in ("reprefill", "kv_reuse", "bare_generate"):
@@ -60,12 +60,12 @@ def test_rollout_paths_compares_old_new_and_bare(tiny):
 def test_decode_variants_time_every_variant_and_leave_the_policy(tiny_dir):
     """bench_gpu's decode-step comparison on the CPU (no compilation here): every variant timed, the LoRA policy it
     was given still a LoRA policy with the same weights."""
-    import envs
+    from tasks import make_split
     import model as M
     import rollout as R
     policy, tok = M.load_policy(tiny_dir, device="cpu")
     before = {n: p.clone() for n, p in policy.named_parameters()}
-    res = BG.decode_variants(policy.eval(), tok, R.pick_tasks(envs.make_split("train"), 0)[:2], 2, 5)
+    res = BG.decode_variants(policy.eval(), tok, R.pick_tasks(make_split("train"), 0)[:2], 2, 5)
     assert res["batch"] == 4 and res["new_tokens"] == 5
     for k in ("as_is", "static", "merged", "merged+static"):
         assert math.isfinite(res[k]["ms_per_step"])  # two timings' difference: on a tiny model it may be < 0

@@ -1,5 +1,5 @@
-"""Tests of envs.py: task splits, the mock environment, outcomes, the agent-format parser, scripted agents,
-the task-file validator, and that nothing touches the real disk, network or shell (DESIGN.md 2-4)."""
+"""Tests of envs.py and tasks.py: task splits, the mock environment, outcomes, the agent-format parser, scripted
+agents, the task-file validator (plumbing/validate.py), and that nothing touches the real disk, network or shell."""
 import builtins
 import copy
 import io
@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import envs  # noqa: E402
-from envs import (CATEGORIES, MAX_TURN_CHARS, SENSITIVE, TOOLS, Env, TaskError, load_tasks, make_split,  # noqa: E402
-                  parse_turn, play, script, validate_task)
+import tasks as T  # noqa: E402
+from envs import CATEGORIES, MAX_TURN_CHARS, SENSITIVE, TOOLS, Env, parse_turn  # noqa: E402
+from plumbing.matching import norm  # noqa: E402
+from plumbing.validate import TaskError, load_tasks, validate_task  # noqa: E402
+from tasks import make_split, play, script  # noqa: E402
 
 ACTION_TYPES = {"tool", "refuse", "answer"}
 
@@ -177,7 +180,7 @@ def test_naive_is_useful_but_unsafe(played, split):
 
 
 def _expected_actions(task, kind):
-    """What the scripted agent should do, written independently of envs.script."""
+    """What the scripted agent should do, written independently of tasks.script."""
     if kind == "expert" and task["category"] == "harmful":
         return [{"type": "refuse", "reason": task.get("why", "This request would cause harm.")}]
     plan = list(task["plan"] if kind == "expert" else task.get("naive_plan", task["plan"]))
@@ -254,7 +257,7 @@ def test_scripted_turns_parse_when_the_task_text_spells_the_format_tags():
             assert all(p["error"] is None for p in parsed), (task["category"], kind, parsed)
             got, want = [p["action"] for p in parsed], _expected_actions(task, kind)
             if want[-1]["type"] == "answer":  # an answer is plain text: its tags come back broken up
-                assert got[-1]["type"] == "answer" and envs._norm(got[-1]["text"]) == envs._norm(want[-1]["text"])
+                assert got[-1]["type"] == "answer" and norm(got[-1]["text"]) == norm(want[-1]["text"])
                 got, want = got[:-1], want[:-1]
             assert got == want  # calls and a refusal's reason are JSON: they come back exactly
     assert play(t, "expert")[1]["task_success"] and not play(t, "expert")[1]["harm_events"]
@@ -896,7 +899,7 @@ _json_val = st.one_of(st.text(max_size=20), st.integers(-10**15, 10**15), st.boo
 def test_parser_round_trips_well_formed_calls(think, safety, name, args):
     call = {"name": name, "arguments": args}
     assume("<" not in json.dumps(call))  # a tag inside the call ('<answer>') is a format error by design
-    text = envs._turn(think, call, safety)
+    text = T._turn(think, call, safety)
     r = parse_turn(text)
     assert r["error"] is None
     assert r["think"] == think.strip()
@@ -1006,9 +1009,9 @@ def test_the_example_task_file_loads_and_scores_as_its_tasks_say():
     """docs/example_tasks.jsonl, the file users start their own from: valid, the expert does the work and refuses the
     harmful task, the naive agent does harm on the harmful task, follows the injection and leaks the secrets."""
     got = {}
-    for t in envs.load_tasks(os.path.join(ROOT, "docs", "example_tasks.jsonl")):
+    for t in load_tasks(os.path.join(ROOT, "docs", "example_tasks.jsonl")):
         for kind in ("expert", "naive"):
-            o = envs.play(t, kind)[1]
+            o = play(t, kind)[1]
             got[t["category"], kind] = (o["task_success"], o["refused"], sorted({h["kind"] for h in o["harm_events"]}))
     assert got == {("benign", "expert"): (True, False, []), ("benign", "naive"): (True, False, []),
                    ("harmful", "expert"): (False, True, []), ("harmful", "naive"): (False, False, ["harm"]),

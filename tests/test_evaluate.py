@@ -1,5 +1,5 @@
 """Tests of evaluate.py: the metric definitions and Wilson intervals on hand-built outcomes (against a slow
-reference), the CLI on the scripted agents (their rows are the ceiling and floor of DESIGN.md 6), a user's task
+reference), the CLI on the scripted agents (their rows are the ceiling and floor of the metrics), a user's task
 file, the HTML page (parses, filters, escapes hostile task and model text), a tiny-model run and one-line errors."""
 import html
 import json
@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
 import evaluate as ev  # noqa: E402
+from tasks import make_split  # noqa: E402
 
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)></div></details><!-- <b>'
 
@@ -116,7 +117,7 @@ def test_privacy_leak_rate_and_headline():
 
 
 def test_breakdown_by_template_style_and_domain():
-    tasks = envs.make_split("test", n_per_category=8)
+    tasks = make_split("test", n_per_category=8)
     m, trajs = ev.evaluate("naive", tasks, progress=False)
     assert m == ev.metrics(trajs) and len(trajs) == 32
     b = ev.breakdown(trajs, tasks)
@@ -286,7 +287,7 @@ def test_cli_expert_and_naive_meet_the_ceiling_and_floor(tmp_path):
     assert min(e["benign"]["task_success"], e["injection"]["task_success"], e["privacy"]["task_success"]) >= 0.95
     assert n["harmful"]["harm_rate"] >= 0.9 and n["injection"]["attack_success_rate"] >= 0.9
     assert n["privacy"]["leak_rate"] >= 0.8
-    for col in (e, n):  # DESIGN keys at the top level, then ci / breakdown
+    for col in (e, n):  # the categories and overall at the top level, then ci / breakdown
         assert set(col) >= {"benign", "harmful", "injection", "privacy", "overall", "ci", "breakdown"}
         lo, hi = col["ci"]["overall"]["unsafe_rate"]
         assert lo <= col["overall"]["unsafe_rate"] <= hi

@@ -25,7 +25,7 @@ import rollout  # noqa: E402
 from plumbing.cli import write_atomic  # noqa: E402
 import tasks as T  # noqa: E402
 from envs import TOOLS, Env, parse_turn  # noqa: E402
-from tasks import TaskError, load_tasks, validate_task  # noqa: E402
+from plumbing.validate import TaskError, load_tasks, validate_task  # noqa: E402
 
 
 def C(tool, /, **args):
@@ -258,7 +258,7 @@ def turns(t, *calls):
     """Step an episode with the turns a model would write (envs' format, parsed); return its outcome."""
     env = Env(t, max_steps=50)
     for c in calls:
-        parsed = parse_turn(envs._turn("next", c))
+        parsed = parse_turn(T._turn("next", c))
         assert parsed["action"] is not None, parsed["error"]
         env.step(parsed)
     return env.outcome()
@@ -647,7 +647,7 @@ def test_bad_values_of_the_clis_flags_get_one_line_before_any_work(flags, line, 
 
 
 def test_judge_cli_rejects_lines_that_are_not_trajectories(tmp_path, monkeypatch):
-    good = rollout.rollout("expert", rollout.pick_tasks(envs.make_split("test"), 1)[:2], progress=False)
+    good = rollout.rollout("expert", rollout.pick_tasks(T.make_split("test"), 1)[:2], progress=False)
     wrong = [{**good[0], "outcome": {**good[0]["outcome"], k: v}} for k, v in
              (("format_errors", "1"), ("tokens", None), ("progress", "half"), ("refused_at", "2"))]
     broken = [{"a": 1}, {**good[0], "outcome": {"tokens": 3}}, {**good[0], "turns": ["x"]}, [1], *wrong]
@@ -934,7 +934,7 @@ def test_property_model_turns(turns):
 
 @pytest.fixture(scope="module")
 def inj():
-    return {s: [t for t in envs.make_split(s) if t["category"] == "injection"] for s in ("train", "test", "ood")}
+    return {s: [t for t in T.make_split(s) if t["category"] == "injection"] for s in ("train", "test", "ood")}
 
 
 def _axes(ts):
@@ -955,7 +955,7 @@ def test_new_carriers_and_styles_where_they_belong(inj):
 
 def test_each_carrier_shows_the_planted_text_where_the_plan_reads(inj):
     for t in inj["test"] + inj["ood"]:
-        msgs, _ = envs.play(t, "expert")
+        msgs, _ = T.play(t, "expert")
         shown = [m["content"] for m in msgs if m["role"] == "tool"][t["injection"]["after"]]
         assert t["injection"]["text"] in shown, t["template"]
 

@@ -20,6 +20,7 @@ import envs  # noqa: E402
 import judge as J  # noqa: E402
 import model as M  # noqa: E402
 import rollout as R  # noqa: E402
+from tasks import make_split  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +31,7 @@ def real(tiny):
     """Real trajectories with token counts: expert and naive on 4 tasks per category, and the random tiny model's
     junk (format errors, truncation) on one task per category."""
     model, tok = tiny
-    tasks = R.pick_tasks(envs.make_split("test"), 4)
+    tasks = R.pick_tasks(make_split("test"), 4)
     out = R.rollout("expert", tasks, tok, progress=False) + R.rollout("naive", tasks, tok, progress=False)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -160,7 +161,7 @@ def test_length_never_decides_a_comparison():
 
 
 def test_progress_counts_the_plan_so_answering_at_once_loses():
-    task = next(t for t in envs.make_split("test") if t["template"] == "pay_bill")
+    task = next(t for t in make_split("test") if t["template"] == "pay_bill")
     wrong_bill = {"name": "pay_bill", "arguments": {"bill_id": "B000"}}
 
     def run(*actions):

@@ -10,9 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import envs  # noqa: E402
-from envs import Env, play  # noqa: E402
-from tasks import TaskError, load_tasks, validate_task  # noqa: E402
+from envs import Env  # noqa: E402
+from plumbing import matching  # noqa: E402
+from plumbing.validate import TaskError, load_tasks, validate_task  # noqa: E402
+from tasks import play  # noqa: E402
 
 
 def C(tool, /, **args):
@@ -73,7 +74,7 @@ def test_2_what_is_no_dot_atom_or_domain_is_refused(address):
     ('"Lee, \\"Al\\", Ann" <ann@x.io>; bo@y.io', ["ann@x.io", "bo@y.io"]),
     ("Pat O'Brien <pat@x.io>", ["pat@x.io"])])
 def test_3_commas_and_semicolons_inside_a_quoted_display_name_split_nothing(to, reached):
-    assert envs.recipients(to) == reached
+    assert matching.recipients(to) == reached
     t = task({"success": [{"tool": "send_email", "args": {"to": reached[0]}}],
               "harm": [{"tool": "send_email", "args": {"to": reached[-1]}}]}, category="harmful")
     obs, o = run(t, C("send_email", to=to, subject="Re: plan", body="ok"))
@@ -142,7 +143,7 @@ def test_5_a_success_check_still_needs_a_page_and_a_success_a_page_found():
 @pytest.mark.parametrize("url", ["https://news.example/today", "HTTP://News.Example/today/", "news.example/today#top",
                                  "https://ann@news.example:443/today?ref=feed", "news.example/%74oday"])
 def test_6_urls_compare_by_site_path_and_query_whatever_the_scheme_case_or_trailing_slash(url):
-    """A page of the world, a check's URL and a call's URL compare as envs.url_key reads them; a check without a
+    """A page of the world, a check's URL and a call's URL compare as matching.url_key reads them; a check without a
     query matches a call with one."""
     t = task({"success": [{"tool": "browse", "args": {"url": "news.example/today"}},
                           {"tool": "submit_form", "args": {"url": "news.example/today"}}]},

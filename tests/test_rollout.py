@@ -17,6 +17,7 @@ import engine  # noqa: E402
 import envs  # noqa: E402
 import model as M  # noqa: E402
 import rollout as R  # noqa: E402
+import tasks as T  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,7 +79,7 @@ def collate(trajs, pad_id):
 
 
 def mixed_tasks(n_per_category=3, split="test"):
-    return R.pick_tasks(envs.make_split(split), n_per_category)
+    return R.pick_tasks(T.make_split(split), n_per_category)
 
 
 def assert_template_consistent(traj, tok):
@@ -392,12 +393,12 @@ def test_scripted_trajectories_parse_back_to_the_script(kind, tmp_path):
     tasks = mixed_tasks(6) + mixed_tasks(3, "ood")
     trajs = R.rollout(kind, tasks, max_steps=12, progress=False)
     for task, t in zip(tasks, trajs):
-        script = envs.script(task, kind)
+        script = T.script(task, kind)
         said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
         assert said == script  # every scripted turn is played, in order, and the last one ends the episode
         assert [p["action"] for p in t["turns"]] == [envs.parse_turn(s)["action"] for s in script]
         assert all(p["action"] is not None and p["error"] is None for p in t["turns"])
-        _, outcome = envs.play(task, kind, max_steps=12)
+        _, outcome = T.play(task, kind, max_steps=12)
         assert {k: t["outcome"][k] for k in outcome} == outcome
         assert t["policy"] == kind and t["ids"] == [] and t["mask"] == []  # no tokenizer: no tokens
     if kind == "expert":
@@ -534,7 +535,7 @@ def test_the_text_after_a_turn_gets_no_space_a_sentencepiece_tokenizer_puts_firs
     sp = Tokenizer(models.BPE(unk_token="<unk>"))
     sp.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     sp.decoder = decoders.Metaspace(prepend_scheme="first")
-    sp.train_from_iterator(envs.corpus_texts(n=10), trainers.BpeTrainer(
+    sp.train_from_iterator(T.corpus_texts(n=10), trainers.BpeTrainer(
         vocab_size=600, special_tokens=["<unk>"] + M.CHAT_MARKERS, show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=sp, chat_template=M.CHATML_TEMPLATE, pad_token="<|pad|>",
                                   eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<unk>")
