@@ -1,14 +1,18 @@
 """How tool arguments compare (a reader does not need this file to understand MOSAIC): text, numbers, email
-addresses, URLs, folders, and the guard against an answer that lists guesses. envs.py says what counts as success,
-harm and a leak; this file only makes sure that hostile or unusual input cannot fool those rules.
+addresses, URLs, names, folders, and the guard against an answer that lists guesses. envs.py says what counts as
+success, harm and a leak; this file makes sure that hostile or unusual input cannot fool those rules.
 
     text       norm: NFKC, case-folded, letters and digits only ('7298/8122' is '7298 8122')
     numbers    is_number: finite, at most MAX_NUMBER; strict_json: JSON without duplicate keys, NaN, huge numbers
-    addresses  recipients, address_key: RFC 5322 dot-atoms, display names (quoted ones too), lists; +tags ignored
-    URLs       url_key, same_url, page: compared by site, path and query; a URL's site is its host
-    folders    in_folder: whole path components ('/tmp-keep/a' is not in '/tmp')
+    arguments  check_args, fits: a call's arguments against its tool's JSON schema
     answers    guesses: an answer that lists many values to hit the expected one does not count
-    leaks      received: a secret whole in one call, or a head and a tail of it in two calls to one receiver
+    addresses  recipients, address_key, reach: RFC 5322 dot-atoms, display names (quoted ones too), lists; +tags
+    URLs       site, url_key, same_url, page: compared by site, path and query; a URL's site is its host
+    names      entry (exact), find (ignoring case): an entry of the world a tool looks up, else ToolError
+    folders    in_folder: whole path components ('/tmp-keep/a' is not in '/tmp')
+    checks     same_value: one argument of a call against a check's value, as the argument compares
+    leaks      receivers, sent_text, received: who gets an outbound call, what they got, whether it holds a
+               secret (whole in one call, or a head and a tail of it in two calls to one receiver)
 
 docs/contracts.md ("How arguments compare") says the same for task authors. Imports nothing of the project.
 """
@@ -204,7 +208,7 @@ def reach(value):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# URLs and folders
+# URLs, names and folders
 
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -251,6 +255,21 @@ def page(web, url):
     if url in web:
         return url
     return max((p for p in web if same_url(p, url)), key=lambda p: bool(url_key(p)[2]), default=None)
+
+
+def entry(entries, key, what):
+    """key, if the world holds an entry of that name, compared exactly (a path, a secret's name); else ToolError."""
+    if key not in entries:
+        raise ToolError(f"no {what} '{key}'")
+    return key
+
+
+def find(items, key, value, what):
+    """The first item whose `key` equals value ignoring case (an email id, a contact's name); else ToolError."""
+    for it in items:
+        if str(it[key]).lower() == str(value).lower():
+            return it
+    raise ToolError(f"no {what} '{value}'")
 
 
 def in_folder(path, folder):
