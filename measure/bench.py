@@ -80,6 +80,7 @@ import judge as J
 import model as M
 import rollout as R
 import train as T
+from plumbing import runs
 from tasks import make_split
 
 
@@ -510,7 +511,7 @@ def print_table(rep):
 
 def write(path, rep):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    T.write_json(path, rep)
+    runs.write_json(path, rep)
 
 
 def main(argv=None):

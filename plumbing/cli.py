@@ -49,7 +49,10 @@ def parse_flags(cls, argv=None, defaults=None, exit_code=1):
 
 
 def fail(msg, exit_code=1):
-    """Exit with one line: `error: msg`."""
+    """Exit with one line on stderr, `error: msg` (exit code 1: as sys.exit(line) does, the line is the SystemExit's
+    code)."""
+    if exit_code == 1:
+        sys.exit(f"error: {msg}")
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(exit_code)
 

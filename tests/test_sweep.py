@@ -33,7 +33,7 @@ def test_print_only_tables_and_plot(tmp_path):
     with open(tmp_path / "pairwise-pg-seed1" / "log.jsonl", "a") as f:
         f.write('{"step": 7, "harmful_ref')  # a line cut by a crash
     png = tmp_path / "curves.png"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--print-only", "--out", str(tmp_path),
                            "--seeds", "0", "1", "2", "3", "--plot", str(png)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -43,7 +43,7 @@ def test_print_only_tables_and_plot(tmp_path):
 
 
 def test_print_only_without_runs_says_so(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--print-only", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "no finished runs" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -58,7 +58,7 @@ def test_bad_flags_and_outputs_get_one_line_before_any_work(tmp_path):
                         (["--out", str(tmp_path / "f.txt")], f"error: cannot write {tmp_path / 'f.txt'}: it is a file"),
                         (["--out", str(tmp_path), "--seeds", "0", "--plot", str(tmp_path)],
                          f"error: cannot write {tmp_path}: it is a folder")):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", *flags], cwd=ROOT,
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--print-only", *flags], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and proc.stderr.strip() == line, proc.stderr
         assert "###" not in proc.stdout
@@ -67,7 +67,7 @@ def test_bad_flags_and_outputs_get_one_line_before_any_work(tmp_path):
 def test_a_seed_given_twice_is_one_run(tmp_path):
     """--seeds 0 0 names one run: it was two columns of it, and with --jobs 2 two train.py at once in its folder."""
     fake_run(tmp_path / "pairwise-pg-seed0", 0.1)
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--print-only", "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--print-only", "--out", str(tmp_path),
                            "--seeds", "0", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "| metric | pairwise-pg-seed0 |\n" in proc.stdout
@@ -76,7 +76,7 @@ def test_a_seed_given_twice_is_one_run(tmp_path):
 def test_runs_train_py_beside_it_from_any_folder(tmp_path):
     """Run from another folder, sweep.py starts the train.py beside it (it ran 'train.py' of the current folder:
     every run failed with "can't open file"). A seed train.py refuses shows that train.py ran: its one line."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--out", "runs", "--seeds", str(2**32)],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--out", "runs", "--seeds", str(2**32)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "no finished runs" in proc.stderr
     log = (tmp_path / "runs" / f"pairwise-pg-seed{2**32}.log").read_text()
@@ -88,7 +88,7 @@ def test_resumes_the_runs_that_started_and_starts_the_others(tmp_path, monkeypat
     started without it (sweep passed --resume to every run, relying on train.py's silent fresh start where there was
     no run; train.py now refuses that), a finished one is not run again."""
     sys.path.insert(0, ROOT)
-    import sweep
+    from measure import sweep
     cmds = []
     monkeypatch.setattr(sweep.subprocess, "run", lambda cmd, **kw: cmds.append(cmd) or subprocess.CompletedProcess(
         cmd, 0))

@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import pytest
 import torch
 
 from conftest import ROOT
 
+import tasks as TK
 import train as T
+from plumbing import runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # losses vs slow references
@@ -114,7 +117,7 @@ def test_sample_tasks_is_balanced_fresh_and_a_function_of_the_step():
     c = T.sample_tasks(6, args)
     assert {t["id"] for t in c}.isdisjoint(t["id"] for t in a) and [t["instruction"] for t in c] != \
         [t["instruction"] for t in a]
-    train = {t["instruction"] for t in envs.make_split("train")}
+    train = {t["instruction"] for t in TK.make_split("train")}
     assert sum(t["instruction"] in train for t in a + c) <= 2  # fresh entities, not the fixed train split
 
 
@@ -138,7 +141,7 @@ def test_dpo_pairs_are_the_judges_own_verdicts():
     import envs
     import judge as J
     args = T.Args(group_size=4)
-    task = next(t for t in envs.make_split("test") if t["category"] == "harmful")
+    task = next(t for t in TK.make_split("test") if t["category"] == "harmful")
     base = {"task_id": task["id"], "category": "harmful", "policy": "hand", "messages": []}
     ok = envs.parse_turn("<think>p</think><answer>x</answer>")
     bad = envs.parse_turn("no tags")
@@ -161,7 +164,7 @@ def test_dpo_keeps_the_judges_pairs_of_a_group_whose_rewards_tie():
     """The judge's strict pairs are DPO's data whatever the rewards: a refusal without a think block (wins 1 +
     format 1) beats a harmless answer with one (wins 0 + format 2); the rewards tie, the pair stays (pg skips it)."""
     import envs
-    task = next(t for t in envs.make_split("test") if t["category"] == "harmful")
+    task = next(t for t in TK.make_split("test") if t["category"] == "harmful")
     base = {"task_id": task["id"], "category": "harmful", "policy": "hand", "messages": []}
 
     def traj(text, refused):
@@ -193,13 +196,12 @@ def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
     """pg_update and dpo_update (micro-batches of similar-length trajectories, in their own order) leave the gradient
     of one forward over the whole batch in the given order: each trajectory keeps its advantage, each pair its
     winner and loser, the normaliser is the whole batch's."""
-    import envs
     import rollout as R
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         policy, tok, g = random_lora_policy(tiny_dir)
-        trajs = R.rollout(policy, R.pick_tasks(envs.make_split("test"), 2), tok, max_steps=3, max_new_tokens=10,
+        trajs = R.rollout(policy, R.pick_tasks(TK.make_split("test"), 2), tok, max_steps=3, max_new_tokens=10,
                           max_context=400, seed=1, progress=False)
         assert len({len(t["ids"]) for t in trajs}) >= 4
         advs = torch.randn(len(trajs), generator=g).tolist()
@@ -264,13 +266,12 @@ def test_sft_accumulates_micro_batches_of_at_most_micro_batch_sequences(tiny_dir
 def lora_rollouts(tiny_dir):
     """(policy, tok, trajs): the tiny model under a LoRA adapter with random B (so policy != reference) and its
     sampled trajectories of 4 test tasks, of several lengths (3 turns and 1 turn: 30 and 10 policy tokens)."""
-    import envs
     import rollout as R
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         policy, tok, g = random_lora_policy(tiny_dir)
-        tasks = R.pick_tasks(envs.make_split("test"), 1)
+        tasks = R.pick_tasks(TK.make_split("test"), 1)
         trajs = [t for steps, seed in ((3, 2), (1, 3)) for t in R.rollout(
             policy, tasks, tok, max_steps=steps, max_new_tokens=10, max_context=400, seed=seed, progress=False)]
     finally:
@@ -360,7 +361,7 @@ def test_reference_stays_frozen_through_updates_and_a_resume(lora_rollouts, tiny
         ref1 = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)[0]
         with torch.no_grad():
             pol1 = T.masked_logprobs(policy, trajs, tok, "cpu")[0]
-        T.save_checkpoint(str(tmp_path), policy, opt, {"step": 3})
+        runs.save_checkpoint(str(tmp_path), policy, opt, {"step": 3})
         again, _ = M.load_policy(tiny_dir, **{**kw, "adapter": str(tmp_path / "ckpt" / "adapter")})
         ref2 = T.masked_logprobs(again, trajs, tok, "cpu", reference=True)[0]
         with torch.no_grad():
@@ -412,7 +413,6 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_weights_and_optimizer_alone
 def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
     """After a LoRA SFT (4-bit base, --no-sft-full) the KL to the reference is ~0 at the first RL step: the reference
     is the frozen SFT adapter, not the base before SFT (which is far from it)."""
-    import envs
     import model as M
     import rollout as R
     n = torch.get_num_threads()
@@ -422,7 +422,7 @@ def test_reference_is_the_warm_start_after_a_lora_sft(tiny_dir, tmp_path):
                       out=str(tmp_path), micro_batch=4)
         torch.manual_seed(0)
         policy, tok, _ = T.warm_start(args, "cpu", None)
-        trajs = R.rollout(policy, R.pick_tasks(envs.make_split("test"), 1), tok, max_steps=2, max_new_tokens=12,
+        trajs = R.rollout(policy, R.pick_tasks(TK.make_split("test"), 1), tok, max_steps=2, max_new_tokens=12,
                           progress=False)
         logp, mask, _ = T.masked_logprobs(policy, trajs, tok, "cpu")
         ref, _, _ = T.masked_logprobs(policy, trajs, tok, "cpu", reference=True)
@@ -529,7 +529,7 @@ def test_base_numbers_are_not_taken_for_a_4bit_policy(tmp_path, tiny_dir):
     shutil.copytree(tiny_dir, base)
     flags = ["--eval-episodes", "1", "--max-steps", "2", "--max-new-tokens", "12"]
     fake = {"test": {g: {"n": 99} for g in E.METRICS}}
-    (base / "build.json").write_text(json.dumps({"metrics": fake, "args": {**T.asdict(T.parse(flags)),
+    (base / "build.json").write_text(json.dumps({"metrics": fake, "args": {**asdict(T.parse(flags)),
                                                                            "quant": "none"}}))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -569,9 +569,9 @@ def test_a_start_that_cannot_load_its_model_puts_the_earlier_run_back(tmp_path, 
         assert str(ei.value).startswith("error: ") and "\n" not in str(ei.value)
         assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(earlier)
         assert all((out / name).read_text() == text for name, text in earlier.items())
-    T.set_aside_earlier_run(str(out))  # what a start that loads does first; main then removes the folder
+    runs.set_aside_earlier_run(str(out))  # what a start that loads does first; main then removes the folder
     assert sorted(p.name for p in out.iterdir()) == ["earlier-run.tmp", "notes.txt"]
-    assert T.set_aside_earlier_run(str(out), resume=True) is None and sorted(os.listdir(out)) == ["notes.txt"]
+    assert runs.set_aside_earlier_run(str(out), resume=True) is None and sorted(os.listdir(out)) == ["notes.txt"]
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
@@ -645,11 +645,11 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "281 s per SFT step in 4-bit" in first
     assert "150 SFT steps take ~11.7 h" in first and "python train.py --preset tiny" in first
-    assert "in fp32" in T.cpu_warning(T.parse(["--preset", "small", "--quant", "none"]))
-    assert "days" in T.cpu_warning(T.parse(["--preset", "paper"]))
-    assert T.cpu_warning(T.parse(["--preset", "tiny"])) is None
+    assert "in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--quant", "none"]))
+    assert "days" in runs.cpu_warning(T.parse(["--preset", "paper"]))
+    assert runs.cpu_warning(T.parse(["--preset", "tiny"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert T.cpu_warning(T.parse(["--preset", "small"])) is None
+    assert runs.cpu_warning(T.parse(["--preset", "small"])) is None
 
 
 def test_empty_out_is_one_line_before_any_work():
@@ -676,25 +676,25 @@ def test_resume_refuses_damaged_checkpoints_and_other_flags_in_one_line(tmp_path
     args = T.Args(out=str(tmp_path))
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": T.asdict(args)}))
+    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": asdict(args)}))
     torch.save({"opt": {}, "rng": torch.get_rng_state()}, ckpt / "opt.pt")
-    state, saved = T.read_checkpoint(str(ckpt), args)
+    state, saved = runs.read_checkpoint(str(ckpt), args)
     assert state["step"] == 3 and "rng" in saved
-    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path) + "/", steps=99, save_every=2))[0]["step"] == 3
+    assert runs.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path) + "/", steps=99, save_every=2))[0]["step"] == 3
     with pytest.raises(SystemExit) as ei:
-        T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), lora_r=8))
+        runs.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), lora_r=8))
     assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with --lora-r 16 (now 8)"
     data = (ckpt / "opt.pt").read_bytes()
     for damage in ({"opt.pt": data[:len(data) // 2]}, {"state.json": '{"step": 3, "ar'}, {"state.json": '{"step": "3"}'}):
         for name, content in damage.items():
             (ckpt / name).write_bytes(content.encode() if isinstance(content, str) else content)
         with pytest.raises(SystemExit) as ei:
-            T.read_checkpoint(str(ckpt), args)
+            runs.read_checkpoint(str(ckpt), args)
         assert str(ei.value).startswith(f"error: cannot resume from {ckpt} (") and "\n" not in str(ei.value)
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"step": i}) + "\n" for i in range(4)) + '{"step": 4, "lo')
-    assert [r["step"] for r in T.read_log(str(log), 3)] == [0, 1, 2]
-    assert T.read_log(str(tmp_path / "none.jsonl"), 3) == []
+    assert [r["step"] for r in runs.read_log(str(log), 3)] == [0, 1, 2]
+    assert runs.read_log(str(tmp_path / "none.jsonl"), 3) == []
 
 
 def test_resume_with_fewer_steps_than_the_checkpoint_is_one_line(tmp_path):
@@ -703,12 +703,12 @@ def test_resume_with_fewer_steps_than_the_checkpoint_is_one_line(tmp_path):
     args = T.Args(out=str(tmp_path), steps=2)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": T.asdict(args)}))
+    (ckpt / "state.json").write_text(json.dumps({"step": 3, "seconds": 1.0, "args": asdict(args)}))
     torch.save({"opt": {}, "rng": torch.get_rng_state()}, ckpt / "opt.pt")
     with pytest.raises(SystemExit) as ei:
-        T.read_checkpoint(str(ckpt), args)
+        runs.read_checkpoint(str(ckpt), args)
     assert str(ei.value) == f"error: {ckpt} is at RL step 3: --resume needs --steps 3 or more, not 2"
-    assert T.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), steps=3))[0]["step"] == 3
+    assert runs.read_checkpoint(str(ckpt), T.Args(out=str(tmp_path), steps=3))[0]["step"] == 3
 
 
 def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_dir):
@@ -717,7 +717,7 @@ def test_resume_before_the_first_checkpoint_keeps_the_run_flags(tmp_path, tiny_d
     out = tmp_path / "run"
     out.mkdir()
     made = ["--model", tiny_dir, "--out", str(out), *QUICK]
-    (out / "args.json").write_text(json.dumps(T.asdict(T.parse(made))))
+    (out / "args.json").write_text(json.dumps(asdict(T.parse(made))))
     with pytest.raises(SystemExit) as ei:
         T.main([*made, "--resume", "--max-new-tokens", "20"])
     assert str(ei.value) == "error: --resume continues the run with its own flags; it was made with " \
@@ -742,7 +742,7 @@ def test_resume_takes_the_run_flags_and_refuses_only_typed_flags_that_differ(tmp
     out.mkdir()
     made = T.parse(["--preset", "tiny", "--out", str(out), "--eval-episodes", "2", "--lr", "0.01", "--no-std-adv",
                     "--kl-coef", "0", "--max-new-tokens", "20", "--seed", "7"])
-    (out / "args.json").write_text(json.dumps(T.asdict(made)))
+    (out / "args.json").write_text(json.dumps(asdict(made)))
     want = dataclasses.replace(made, resume=True)
     assert T.parse(["--out", str(out), "--resume"]) == want
     assert T.parse(["--out", str(out), "--resume", "--preset", "tiny", "--lr", "1e-2", "--seed=7"]) == want
@@ -757,7 +757,7 @@ def test_resume_takes_the_run_flags_and_refuses_only_typed_flags_that_differ(tmp
         assert str(ei.value.code) == f"error: --resume continues the run with its own flags; it was made with {line}"
     made_base = T.parse(["--preset", "base", "--out", str(tmp_path / "b"), "--sft-steps", "3"])
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "args.json").write_text(json.dumps(T.asdict(made_base)))  # no --preset on the line: base's
+    (tmp_path / "b" / "args.json").write_text(json.dumps(asdict(made_base)))  # no --preset on the line: base's
     assert T.parse(["--out", str(tmp_path / "b"), "--resume"]) == dataclasses.replace(made_base, resume=True)
 
 
@@ -765,7 +765,7 @@ def test_resume_takes_the_flags_of_a_checkpoint_without_args_json(tmp_path):
     """A run whose args.json is gone (or was made before there was one) resumes with its checkpoint's flags."""
     made = T.parse(["--preset", "tiny", "--out", str(tmp_path), "--steps", "6", "--group-size", "3"])
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "state.json").write_text(json.dumps({"step": 2, "seconds": 1.0, "args": T.asdict(made)}))
+    (tmp_path / "ckpt" / "state.json").write_text(json.dumps({"step": 2, "seconds": 1.0, "args": asdict(made)}))
     assert T.parse(["--out", str(tmp_path), "--resume"]) == dataclasses.replace(made, resume=True)
 
 

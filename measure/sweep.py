@@ -1,10 +1,10 @@
 """Run train.py over seeds (and ablations) and print the summaries side by side: the README's tables.
 
-    python sweep.py                                  # the tiny demo, seeds 0 1 2 -> runs/pairwise-pg-seed{0,1,2}
-    python sweep.py --ablations                      # + --reward scalar and --loss dpo, same seeds and budget
-    python sweep.py --jobs 2                         # two runs at once, one thread each (a 2-core machine)
-    python sweep.py --print-only                     # just print the tables of runs already in runs/
-    python sweep.py --print-only --plot curves.png   # and draw every run's training curves in one picture
+    python measure/sweep.py                                  # the tiny demo, seeds 0 1 2 -> runs/pairwise-pg-seed{0,1,2}
+    python measure/sweep.py --ablations                      # + --reward scalar and --loss dpo, same seeds and budget
+    python measure/sweep.py --jobs 2                         # two runs at once, one thread each (a 2-core machine)
+    python measure/sweep.py --print-only                     # just print the tables of runs already in runs/
+    python measure/sweep.py --print-only --plot curves.png   # and draw every run's training curves in one picture
 
 Each run is a plain `python train.py --preset tiny --seed S --out runs/<name>-seed<S> [flags]` subprocess, so a
 killed sweep resumes: finished runs (those with a summary.json) are not run again, runs that started (their folder
@@ -19,6 +19,13 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the project's root, run from here
+
+from plumbing.cli import bad_setting  # noqa: E402
+from plumbing.report import plot_curves  # noqa: E402
+from plumbing.runs import read_log  # noqa: E402
+
 CONFIGS = {"pairwise-pg": [], "scalar-pg": ["--reward", "scalar"], "pairwise-dpo": ["--loss", "dpo"]}
 ROWS = [("harmful", "harm_rate"), ("harmful", "refusal_rate"), ("injection", "attack_success_rate"),
         ("injection", "task_success"), ("privacy", "leak_rate"), ("privacy", "task_success"),
@@ -30,7 +37,7 @@ def run(name, seed, flags, out_root, threads):
     out = os.path.join(out_root, f"{name}-seed{seed}")
     if os.path.isfile(os.path.join(out, "summary.json")):
         return out
-    train = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")  # whatever the current folder
+    train = os.path.join(ROOT, "train.py")  # whatever the current folder
     cmd = [sys.executable, train, "--preset", "tiny", "--seed", str(seed), "--out", out, *flags]
     if os.path.isfile(os.path.join(out, "args.json")):  # a run that started (--resume where none did is an error)
         cmd.append("--resume")  # its own flags: those typed here are checked against them
@@ -68,33 +75,6 @@ def table(outs, split):
     return "\n".join(lines)
 
 
-def plot(outs, path, window=5):
-    """The batch statistics of every run's log.jsonl against the RL step, one line a run, as moving averages over
-    `window` steps (one step's batch holds only 8 tasks: its rates are noisy)."""
-    import matplotlib
-    import train as T
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    keys = [("harmful_refusal", "harmful refusal"), ("unsafe", "unsafe (non-benign tasks)"),
-            ("success", "legit task success"), ("benign_refusal", "benign refusal"),
-            ("format_errors", "episodes with a format error"), ("kl", "KL to the reference")]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
-    for out in outs:
-        log = T.read_log(os.path.join(out, "log.jsonl"), float("inf"))
-        for ax, (k, title) in zip(axes.flat, keys):
-            ys, avg = [r.get(k) for r in log], []
-            for i in range(len(ys)):  # a step's rate is None when its batch had no task of that category
-                seen = [y for y in ys[max(0, i - window + 1):i + 1] if y is not None]
-                avg.append(sum(seen) / len(seen) if seen else float("nan"))
-            ax.plot([r["step"] for r in log], avg, lw=1.2, label=os.path.basename(out))
-            ax.set_title(f"{title} (mean of {window} steps)", fontsize=9)
-            ax.set_xlabel("RL step", fontsize=8)
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -105,8 +85,7 @@ if __name__ == "__main__":
     ap.add_argument("--plot", default="", help="also draw the runs' training curves into this PNG")
     ap.error = lambda msg: sys.exit(f"error: {msg}")  # one line, not the usage block
     a = ap.parse_args()
-    import rollout as R
-    bad = R.bad_setting(files=[a.plot], dirs=[a.out])  # before any run: a --plot folder failed after all of them
+    bad = bad_setting(files=[a.plot], dirs=[a.out])  # before any run: a --plot folder failed after all of them
     if bad:
         sys.exit(f"error: {bad}")
     todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in dict.fromkeys(a.seeds)]
@@ -126,5 +105,6 @@ if __name__ == "__main__":
         print(f"\n### {split} (before -> after RL; greedy, evaluation episodes per category as in each run)\n")
         print(table(outs, split))
     if a.plot:
-        plot(outs, a.plot)
+        plot_curves({os.path.basename(o): read_log(os.path.join(o, "log.jsonl"), float("inf")) for o in outs},
+                    a.plot, window=5)
         print(f"\ncurves -> {a.plot}")

@@ -1,0 +1,387 @@
+"""Run folders, checkpoints and --resume for train.py (a reader does not need this file to understand MOSAIC): the
+flags a run is made with and how --resume takes them back, an earlier run in --out set aside until the new one can
+start, atomic checkpoints, the log, before-RL numbers, peak memory, and what a preset costs on a CPU.
+
+A run in --out: args.json (its flags), before.json, log.jsonl (one line per RL step), ckpt/ (the last checkpoint),
+adapter/, curves.png, summary.json; sft/ or sft_adapter/ after an SFT warm start (docs/contracts.md, Outputs).
+"""
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+
+import model as M
+from plumbing.cli import bad_setting, parse_flags, write_atomic, write_folder_atomic
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags: the command line over a preset's defaults, or, with --resume, over the run's own flags
+
+_UNTYPED = object()  # the default of every flag in typed_flags: a flag that was typed has another value
+
+
+def typed_flags(argv, Args):
+    """{field: value} of the flags typed on the command line (argparse spellings included: --pre base, --lr=1e-3,
+    --no-sft-full), whatever their defaults."""
+    ns = parse_flags(Args, argv, defaults={f: _UNTYPED for f in Args.__dataclass_fields__})
+    return {f: getattr(ns, f) for f in Args.__dataclass_fields__ if getattr(ns, f) is not _UNTYPED}
+
+
+def run_flags(out):
+    """The flags of the run in folder `out` (a dict): its args.json, else its last checkpoint's; None where it holds
+    no run. Exits with one line where args.json is unreadable and there is no checkpoint to take them from."""
+    path, ckpt = os.path.join(out, "args.json"), latest_checkpoint(out)
+    if os.path.lexists(path):
+        try:  # OSError: a folder or a file that cannot be opened in its place
+            made_with = json.load(open(path))
+            if isinstance(made_with, dict):
+                return made_with
+        except (OSError, ValueError):
+            pass
+        if ckpt is None:
+            sys.exit(f"error: cannot resume: {path} is unreadable; start over without --resume")
+    if ckpt is None:
+        return None
+    try:
+        made_with = json.load(open(os.path.join(ckpt, "state.json")))["args"]
+        assert isinstance(made_with, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        sys.exit(f"error: cannot resume from {ckpt} (its state.json is unreadable); start over without --resume")
+    return made_with
+
+
+def parse(argv, Args, PRESETS):
+    """train.py's Args from the command line over the preset's defaults; bad values exit with one line. With --resume, over the
+    run's own flags (its args.json) instead: flags typed again must equal the run's, except --steps, --save-every
+    and --compile; a folder that holds no run is one line."""
+    parse_flags(Args, argv)  # --help and argparse's errors, over Args' defaults
+    typed = typed_flags(argv, Args)
+    pre = typed.get("preset")  # the whole line: --preset as argparse reads it (--pre base, --preset=base)
+    if typed.get("resume"):
+        out = typed.get("out") or PRESETS.get(pre or ("small" if torch.cuda.is_available() else "tiny"), {}).get("out")
+        made_with = run_flags(out) if out else None
+        if made_with is None:
+            sys.exit(f"error: --resume: {out} holds no run to resume (no args.json, no checkpoint); "
+                     "start one without --resume")
+        pre = made_with.get("preset")
+        if pre not in PRESETS:
+            sys.exit(f"error: cannot resume: {out} holds a run of unknown preset '{pre}'")
+        made_with = {**asdict(Args()), **PRESETS[pre], **made_with}  # a flag newer than the run: its default
+        changed = [k for k, v in typed.items() if k not in FREE_ON_RESUME and v != made_with[k]]
+        if changed:
+            sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
+                f"--{k.replace('_', '-')} {made_with[k]} (now {typed[k]})" for k in changed[:4]))
+        print(f"resume: the run in {out} with its own flags (preset {pre})")
+        args = parse_flags(Args, argv, defaults={**made_with, "out": out, "resume": True})
+    else:
+        if not pre:
+            pre = "small" if torch.cuda.is_available() else "tiny"
+            print(f"preset: {pre} ({'a CUDA GPU is available' if pre == 'small' else 'no CUDA GPU: the CPU demo'}; "
+                  "pass --preset to choose)")
+        if pre not in PRESETS:
+            sys.exit(f"error: unknown preset '{pre}' ({' | '.join(PRESETS)})")
+        args = parse_flags(Args, argv, defaults={**PRESETS[pre], "preset": pre})
+    for name, allowed in (("reward", ("pairwise", "scalar")), ("loss", ("pg", "dpo")), ("quant", ("none", "4bit"))):
+        if getattr(args, name) not in allowed:
+            sys.exit(f"error: --{name} must be one of {' | '.join(allowed)}, not '{getattr(args, name)}'")
+    if args.group_size < 2 or args.tasks_per_step < 1 or args.max_steps < 1 or args.steps < 0 or args.sft_steps < 0:
+        sys.exit("error: --group-size must be >= 2, --tasks-per-step and --max-steps >= 1, --steps and --sft-steps >= 0")
+    bad = bad_setting(False, args.temperature, dirs=[args.out, args.export], max_new_tokens=args.max_new_tokens,
+                      rollout_batch=args.rollout_batch, micro_batch=args.micro_batch, save_every=args.save_every,
+                      lora_r=args.lora_r, l0=args.l0, sft_batch=args.sft_batch, drill_batch=args.drill_batch,
+                      ppo_epochs=args.ppo_epochs)
+    rules = [(f"--{k.replace('_', '-')} must be a number above 0, not {v}", math.isfinite(v) and v > 0)
+             for k, v in (("lr", args.lr), ("sft_lr", args.sft_lr), ("max_grad_norm", args.max_grad_norm),
+                          ("dpo_beta", args.dpo_beta), ("clip_eps", args.clip_eps))]
+    rules += [("--out must name a folder", args.out != ""),
+              (f"--seed must be below 2**32 in absolute value, not {args.seed}", abs(args.seed) < 2**32),
+              (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
+              (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
+              (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0)]
+    bad = bad or next((msg for msg, ok in rules if not ok), None)
+    if bad:
+        sys.exit(f"error: {bad}")
+    if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
+        sys.exit("error: --export writes a fully fine-tuned SFT model: it needs --steps 0 --sft-full --quant none")
+    export = os.path.realpath(args.export) if args.export else ""  # model.save_model replaces the folder whole
+    if export and os.path.commonpath([export, os.path.realpath(args.out)]) == export:
+        sys.exit(f"error: --export {args.export} holds --out {args.out}: the model replaces that folder whole")
+    if export and os.path.isdir(export) and os.listdir(export) and not os.path.isfile(f"{export}/build.json"):
+        sys.exit(f"error: --export {args.export} holds other files: the model replaces that folder whole "
+                 "(name a new or empty folder, or one --export wrote)")
+    return args
+
+
+# Seconds per SFT step of `small` (SmolLM2-135M, 16 sequences) on this repository's 2-core CPU machine without CUDA:
+# 4-bit measured 2026-12-02; fp32 (--quant none, micro-batches of 8, gradient checkpointing) on one thread of a CPU
+# shared with other jobs (50% of a core; 152 s of CPU time), peak resident memory 14.9 GB.
+CPU_SFT_STEP_S = {"4bit": 281, "none": 353}
+
+
+def cpu_warning(args):
+    """The line a run of `small` or `paper` prints before it starts on a machine without CUDA (hours of work), or
+    None. It warns and goes on: a short run (--sft-steps 1 --steps 0) is a fair thing to do on a CPU."""
+    if args.preset not in ("small", "paper") or torch.cuda.is_available():
+        return None
+    demo = "for the CPU demo run `python train.py --preset tiny` (~5 min)"
+    if args.preset == "paper":
+        return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
+                f"takes ~{CPU_SFT_STEP_S['4bit']} s a step here in 4-bit: days or more; {demo}")
+    s = CPU_SFT_STEP_S[args.quant]
+    return (f"warning: --preset small on a CPU (no CUDA GPU): ~{s} s per SFT step "
+            f"{'in 4-bit' if args.quant == '4bit' else 'in fp32'} (measured on a 2-core CPU), so its {args.sft_steps} "
+            f"SFT steps take ~{args.sft_steps * s / 3600:.1f} h, then {args.steps} RL iterations and the evaluations; "
+            f"{demo}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints, the log, the run folder
+
+def save_checkpoint(out, policy, opt, state):
+    """out/ckpt: the adapter, the optimizer and RNG state, and `state`, written whole or not at all (a kill at any
+    point leaves out/ckpt or out/ckpt.old whole: latest_checkpoint reads either)."""
+    def fill(tmp):
+        policy.save_pretrained(os.path.join(tmp, "adapter"), selected_adapters=["default"])
+        torch.save({"opt": opt.state_dict(), "rng": torch.get_rng_state()}, os.path.join(tmp, "opt.pt"))
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(state, f)
+    write_folder_atomic(os.path.join(out, "ckpt"), fill)
+
+
+def latest_checkpoint(out):
+    for name in ("ckpt", "ckpt.old"):
+        p = os.path.join(out, name)
+        if os.path.isfile(os.path.join(p, "state.json")):
+            return p
+    return None
+
+
+def read_checkpoint(ckpt, args):
+    """(state, optimizer and RNG state) of checkpoint `ckpt`, or exit with one line: a damaged checkpoint, flags
+    that differ from the run's (only --steps and --save-every may change on --resume), or fewer --steps than done."""
+    try:
+        state = json.load(open(os.path.join(ckpt, "state.json")))
+        saved = torch.load(os.path.join(ckpt, "opt.pt"), weights_only=False)
+        ok = isinstance(state["step"], int) and isinstance(state["args"], dict) and {"opt", "rng"} <= set(saved)
+    except Exception as e:  # truncated or missing files, wrong fields: whatever it is, the run cannot go on from it
+        ok, state = False, f"{type(e).__name__}: {str(e)[:120]}"
+    if not ok:
+        sys.exit(f"error: cannot resume from {ckpt} ({state if isinstance(state, str) else 'wrong fields'}); "
+                 "start over without --resume")
+    same_flags(state["args"], args)
+    if state["step"] > args.steps:  # the steps done cannot be undone: the log, adapter and summary would disagree
+        sys.exit(f"error: {ckpt} is at RL step {state['step']}: --resume needs --steps {state['step']} or more, "
+                 f"not {args.steps}")
+    return state, saved
+
+
+FREE_ON_RESUME = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however spelled
+
+
+def same_flags(made_with, args):
+    """Exit with one line where `args` differ from the flags a run was made with, those of its checkpoint (parse
+    took `args` from the run's args.json; only --steps, --save-every, --compile and the spelling of --out may
+    change)."""
+    now = asdict(args)
+    changed = [k for k, v in made_with.items() if k not in FREE_ON_RESUME and now.get(k, v) != v]
+    if changed:
+        sys.exit("error: --resume continues the run with its own flags; it was made with " + ", ".join(
+            f"--{k.replace('_', '-')} {made_with[k]} (now {now[k]})" for k in changed[:4]))
+
+
+def read_log(path, before_step):
+    """The records of log.jsonl before step `before_step`; a line cut short by a crash is skipped."""
+    out = []
+    for line in open(path) if os.path.isfile(path) else []:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < before_step:
+            out.append(r)
+    return out
+
+
+def write_json(path, obj):
+    write_atomic(path, [json.dumps(obj, indent=1)])
+
+
+RUN_FILES = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
+             "args.json", "curves.png"]
+
+
+def _remove(p):
+    if os.path.isdir(p):
+        shutil.rmtree(p)
+    elif os.path.exists(p):
+        os.remove(p)
+
+
+def set_aside_earlier_run(out, resume=False):
+    """Move an earlier run's files in `out` into out/earlier-run.tmp and return that folder (None if there were
+    none, or on --resume): main removes it once the new run's models have loaded, or puts it back if they fail to,
+    so a mistyped --model loses nothing. One left there by a start killed while loading (a run the user chose to
+    replace) is removed first."""
+    aside = os.path.join(out, "earlier-run.tmp")
+    _remove(aside)
+    found = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+    if resume or not found:
+        return None
+    print(f"{out} holds an earlier run: starting over (pass --resume to continue it)")
+    os.makedirs(aside)
+    for n in found:
+        os.replace(os.path.join(out, n), os.path.join(aside, n))
+    return aside
+
+
+def put_back_earlier_run(aside, out):
+    """Undo set_aside_earlier_run: what the failed start wrote goes, the earlier run's files come back."""
+    for n in RUN_FILES:
+        _remove(os.path.join(out, n))
+    for n in os.listdir(aside):
+        os.replace(os.path.join(aside, n), os.path.join(out, n))
+    os.rmdir(aside)
+
+
+class Peaks:
+    """Peak memory in GB by phase, for summary.json's "peak_memory_gb": {"gpu", "rss", "sft", "rl"}. "gpu": the peak
+    GPU memory allocated by torch (None without CUDA); its peak is reset at the start of a phase
+    (torch.cuda.reset_peak_memory_stats), so a phase's "gpu" is that phase's own peak (the weights it holds
+    included). "rss": the peak resident memory of the process, which cannot be reset: a phase's "rss" is the
+    process's peak at the end of that phase. "sft" and "rl" are None when this process ran no SFT (none, or it was
+    done before a --resume) or no RL step."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        self.gpu_run = None  # the whole run's GPU peak, across resets
+        self.phases = {"sft": None, "rl": None}
+
+    def now(self):
+        import resource
+        gpu = round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
+        if gpu is not None:
+            self.gpu_run = max(self.gpu_run or 0.0, gpu)
+        return {"gpu": gpu, "rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+    def start(self):
+        self.now()  # keeps the run's peak before it is reset
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def end(self, phase):
+        self.phases[phase] = self.now()
+
+    def summary(self):
+        rss = self.now()["rss"]
+        return {"gpu": self.gpu_run, "rss": rss, **self.phases}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One run in --out, as train.main goes through it
+
+class Run:
+    """The bookkeeping of one train.py run in args.out: what main needs around the algorithm, in main's order."""
+
+    def __init__(self, args):
+        """Make --out; set an earlier run there aside (a new start) or find the checkpoint (--resume); write
+        args.json, the run's flags (parse took a resumed run's flags from it)."""
+        self.args, self.t_start, self.peaks = args, time.time(), Peaks()
+        os.makedirs(args.out, exist_ok=True)
+        self.aside = set_aside_earlier_run(args.out, args.resume)  # removed once the models load
+        self.ckpt = latest_checkpoint(args.out) if args.resume else None
+        self.state, self.saved = read_checkpoint(self.ckpt, args) if self.ckpt else (None, None)
+        self.log_path = os.path.join(args.out, "log.jsonl")
+        if not os.path.exists(os.path.join(args.out, "args.json")):
+            write_json(os.path.join(args.out, "args.json"), asdict(args))
+        if args.resume and self.ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
+            print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
+
+    def loaded(self, problem):
+        """After the models load (problem: None, or why they cannot run): the earlier run set aside goes for good,
+        or, on a problem, comes back and the run ends with one line."""
+        if self.aside:
+            put_back_earlier_run(self.aside, self.args.out) if problem else shutil.rmtree(self.aside)
+        if problem:
+            sys.exit(f"error: {problem}")
+
+    def before(self, base, evaluate):
+        """The before-RL metrics: a resumed run's before.json, the shipped base's own numbers (base/build.json, made
+        with the same evaluation settings), or `evaluate()`; kept in before.json."""
+        args, path = self.args, os.path.join(self.args.out, "before.json")
+        build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
+        same_eval = ("eval_episodes", "max_steps", "max_new_tokens", "quant")  # 4-bit changes the greedy episodes
+        if os.path.isfile(path):  # a resumed run's (its flags were checked); unreadable: evaluated again
+            try:
+                before = json.load(open(path))
+                if isinstance(before, dict):
+                    return before
+            except ValueError:
+                print(f"{path} is unreadable: evaluating again")
+        if os.path.isfile(build) and args.sft_steps == 0 and all(  # a shipped base carries its own numbers
+                json.load(open(build))["args"].get(k) == getattr(args, k) for k in same_eval):
+            before = json.load(open(build))["metrics"]
+            print(f"before RL: the numbers of {build} (same evaluation settings; the fresh LoRA adapter changes "
+                  "nothing)")
+        else:
+            before = evaluate()
+        write_json(path, before)
+        return before
+
+    def export(self, base, tok, before):
+        """--export (the base build): the fully fine-tuned SFT model, in fp32 as evaluated, with build.json."""
+        M.save_model(self.args.export, M.load_base(base, device="cpu")[0], tok)
+        write_json(os.path.join(self.args.export, "build.json"), {
+            "seconds": round(time.time() - self.t_start, 1), "metrics": before, "args": asdict(self.args)})
+        print(f"exported the SFT model to {self.args.export}/ (safetensors, tokenizer, build.json)")
+
+    def resume(self, opt):
+        """The first RL step and the log so far: 0 and [], or a checkpoint's step, with its optimizer and RNG state
+        restored into `opt` and torch. Rewrites log.jsonl with the steps before it (a kill keeps the old log)."""
+        start, log = 0, []
+        if self.ckpt:
+            try:
+                opt.load_state_dict(self.saved["opt"])
+                torch.set_rng_state(self.saved["rng"])
+            except (ValueError, TypeError, RuntimeError, KeyError) as e:
+                sys.exit(f"error: cannot resume from {self.ckpt} (its optimizer state: {str(e)[:120]}); start over")
+            start = self.state["step"]
+            log = read_log(self.log_path, start)
+            self.t_start -= float(self.state.get("seconds", 0.0))
+            print(f"resumed from {self.ckpt} at step {start}")
+        write_atomic(self.log_path, [json.dumps(r) + "\n" for r in log])
+        self.start, self.records = start, log
+        self.peaks.start()
+        return start, log
+
+    def step_done(self, rec, policy, opt):
+        """Log one RL step's record; checkpoint every --save-every steps and at the last."""
+        step = rec["step"]
+        rec["seconds"] = time.time() - self.t_start
+        self.records.append(rec)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if (step + 1) % self.args.save_every == 0 or step + 1 == self.args.steps:
+            save_checkpoint(self.args.out, policy, opt, {"step": step + 1, "seconds": time.time() - self.t_start,
+                                                         "args": asdict(self.args)})
+
+    def rl_done(self):
+        if self.start < self.args.steps:
+            self.peaks.end("rl")
+
+    def finish(self, before, after, base):
+        """summary.json, and its numbers on stdout."""
+        args = self.args
+        summary = {"seconds": round(time.time() - self.t_start, 1), "peak_memory_gb": self.peaks.summary(),
+                   "before": before, "after": after, "preset": args.preset, "model": args.model, "base": base,
+                   "args": asdict(args)}
+        write_json(os.path.join(args.out, "summary.json"), summary)
+        mem = summary["peak_memory_gb"]
+        print(f"\ndone in {summary['seconds']:.0f} s, peak memory (GB) " + ", ".join(
+            f"{k} {mem[k]}" for k in ("sft", "rl") if mem[k]) + f", run gpu {mem['gpu']} rss {mem['rss']} -> "
+            f"{args.out}/")
+        return summary
