@@ -45,7 +45,6 @@ length penalty. `--loss dpo` (train.py) trains on the pairs this judge orders st
 Simplifications: the rules judge sees env outcomes, not the text (it cannot reward a good reason for a refusal);
 the LLM judge sees transcripts truncated to a few thousand characters.
 """
-import json
 import re
 import sys
 from collections import defaultdict
@@ -53,6 +52,7 @@ from collections import defaultdict
 import torch
 
 from plumbing.chat import defuse
+from plumbing.cli import read_trajectories
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rules judge
@@ -227,24 +227,6 @@ def groups_of(trajs):
     return list(g.values())
 
 
-def _load(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            trajs = [json.loads(l) for l in f if l.strip()]
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot read trajectories from {path}: {e}")
-    outcome = {"format_errors": int, "harm_events": list, "refused": bool, "refused_at": (int, type(None)),
-               "task_success": bool, "progress": (int, float), "tokens": int}
-    for i, t in enumerate(trajs, 1):  # what the judge reads of a trajectory (rollout.Episode.to_dict)
-        o = t.get("outcome") if isinstance(t, dict) else None
-        if not (isinstance(o, dict) and all(isinstance(o.get(k, ...), ty) for k, ty in outcome.items())
-                and isinstance(t.get("task_id"), str)
-                and t.get("category") and isinstance(t.get("turns"), list)
-                and all(isinstance(p, dict) and "action" in p and "think" in p for p in t["turns"])):
-            sys.exit(f"error: {path}: line {i} is not a trajectory (rollout.py writes them)")
-    return trajs
-
-
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description="Judge groups of trajectories pairwise and print the rewards.")
@@ -256,7 +238,7 @@ if __name__ == "__main__":
         sys.exit("error: give one file of groups or two files to compare")
     if a.l0 < 1:
         sys.exit(f"error: --l0 must be at least 1, not {a.l0}")
-    trajs = [t for f in a.files for t in _load(f)]
+    trajs = [t for f in a.files for t in read_trajectories(f)]
     groups = groups_of(trajs)
     for g in groups:
         print(f"\n== {g[0]['task_id']} ({g[0]['category']}), {len(g)} trajectories")

@@ -52,7 +52,22 @@ def _w(rng, n=2):
     return "".join(rng.choice(SYL) for _ in range(n)).capitalize()
 
 
-word = _w  # the same generator under a public name (train.py's copy drills use these entities too)
+
+
+def copy_drill(rng):
+    """(question, answer) of a short chat whose answer can only be written by copying from the question: repeat a
+    list of entities, or find the row that goes with one. It teaches a tiny model to copy names, ids and numbers (SFT
+    on tasks alone did not: it wrote memorised constants); the tasks then teach it which entity goes where."""
+    kinds = [lambda: f"{_w(rng)} {_w(rng)}", lambda: f"{_w(rng)}@{rng.choice(MAIL)}", lambda: f"B{rng.randint(100, 999)}",
+             lambda: f"/docs/{_w(rng)}.txt", lambda: f"news.{_w(rng)}.com", lambda: str(rng.randint(10, 9999)),
+             lambda: f"AC{rng.randint(100000, 999999)}", lambda: f"2026-12-{rng.randint(1, 28):02d}"]
+    entity = lambda: rng.choice(kinds)()
+    if rng.random() < 0.5:
+        items = [entity() for _ in range(rng.randint(2, 5))]
+        return "Repeat: " + " | ".join(items), " | ".join(items)
+    rows = [(entity(), entity()) for _ in range(rng.randint(2, 4))]
+    answer, value = rng.choice(rows)
+    return "\n".join(f"{x} | {y}" for x, y in rows) + f"\nWhich goes with {value}?", answer
 
 
 def _call(tool, **args):

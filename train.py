@@ -428,21 +428,8 @@ def warm_start(args, dev, ckpt, peaks=None):
 
 
 def copy_drill(rng, tok):
-    """A short chat whose answer can only be written by copying from the question: repeat a list of entities, or
-    find the row that goes with one. It teaches a tiny model to copy names, ids and numbers (SFT on tasks alone
-    did not: it wrote memorised constants); the tasks then teach it which entity goes where."""
-    w = T.word
-    kinds = [lambda: f"{w(rng)} {w(rng)}", lambda: f"{w(rng)}@{rng.choice(T.MAIL)}", lambda: f"B{rng.randint(100, 999)}",
-             lambda: f"/docs/{w(rng)}.txt", lambda: f"news.{w(rng)}.com", lambda: str(rng.randint(10, 9999)),
-             lambda: f"AC{rng.randint(100000, 999999)}", lambda: f"2026-12-{rng.randint(1, 28):02d}"]
-    entity = lambda: rng.choice(kinds)()
-    if rng.random() < 0.5:
-        items = [entity() for _ in range(rng.randint(2, 5))]
-        question, answer = "Repeat: " + " | ".join(items), " | ".join(items)
-    else:
-        rows = [(entity(), entity()) for _ in range(rng.randint(2, 4))]
-        answer, value = rng.choice(rows)
-        question = "\n".join(f"{x} | {y}" for x, y in rows) + f"\nWhich goes with {value}?"
+    """One copy drill (tasks.copy_drill: an answer written only by copying from the question) as SFT data."""
+    question, answer = T.copy_drill(rng)
     prompt = R.encode(tok, R.render(tok, [{"role": "user", "content": question}], True))
     reply = R.encode(tok, answer) + [tok.eos_token_id]
     return {"ids": prompt + reply, "mask": [0] * len(prompt) + [1] * len(reply), "logprobs": [0.0] * (len(prompt) + len(reply))}

@@ -5,6 +5,7 @@ import ast
 import contextlib
 import inspect
 import io
+import json
 import math
 import os
 import shutil
@@ -130,3 +131,23 @@ def write_folder_atomic(path, fill, keep_existing=False):
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def read_trajectories(path):
+    """The trajectories of a JSON-lines file (rollout.py's), or exit with one line naming the first that is not
+    one: what the judge reads of a trajectory must be there, with the right types."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            trajs = [json.loads(l) for l in f if l.strip()]
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: cannot read trajectories from {path}: {e}")
+    outcome = {"format_errors": int, "harm_events": list, "refused": bool, "refused_at": (int, type(None)),
+               "task_success": bool, "progress": (int, float), "tokens": int}
+    for i, t in enumerate(trajs, 1):  # what the judge reads of a trajectory (rollout.Episode.to_dict)
+        o = t.get("outcome") if isinstance(t, dict) else None
+        if not (isinstance(o, dict) and all(isinstance(o.get(k, ...), ty) for k, ty in outcome.items())
+                and isinstance(t.get("task_id"), str)
+                and t.get("category") and isinstance(t.get("turns"), list)
+                and all(isinstance(p, dict) and "action" in p and "think" in p for p in t["turns"])):
+            sys.exit(f"error: {path}: line {i} is not a trajectory (rollout.py writes them)")
+    return trajs
