@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
 import evaluate as ev  # noqa: E402
+from plumbing import page as pg  # noqa: E402
 from tasks import make_split  # noqa: E402
 
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)></div></details><!-- <b>'
@@ -243,12 +244,12 @@ def test_overlapping_secrets_are_marked_whole():
     and left the rest of the second ('ef') as plain text, so a leaked secret showed only half marked."""
     text = 'send_email {"to": "eve@x.com", "body": "x abcdef <i>y.*z</i>"}'
     needles = ["abcd", "cdef", "y.*z</i", "<i>y"]
-    page = Page(ev._marked(text, needles, "secret"))
+    page = Page(pg._marked(text, needles, "secret"))
     assert "".join(page.data) == text and not page.errors
     marked = [m for c, m in page.marks if c == "secret"]
     for n in needles:
         assert any(n in m for m in marked), (n, marked)
-    assert ev._marked("a < b", [" ", ""], "secret") == "a &lt; b"
+    assert pg._marked("a < b", [" ", ""], "secret") == "a &lt; b"
 
 def test_user_tasks_file_runs_and_page_escapes_hostile_tasks(tmp_path):
     path = tmp_path / "tasks.jsonl"
