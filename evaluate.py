@@ -38,8 +38,8 @@ task really uses (tools of its plan and checks; the distractor domain added to t
 
 Outputs: a Markdown-style table on stdout (`--breakdown` adds the per-cell tables), `--out FILE.json`
 ({label: {...the metrics above..., "ci": ..., "breakdown": ..., "headline": ...}}), `--html FILE.html` (one
-self-contained page, plumbing/page.py: tables, every trajectory with filters; all text escaped, and a Content-Security-Policy that lets
-only the page's own script run and nothing load from the network).
+self-contained page, plumbing/page.py: tables, every trajectory with filters; all text escaped, and a
+Content-Security-Policy that lets only the page's own script run and nothing load from the network).
 
 Simplifications: one episode per task and policy (no repeats; the interval is over tasks); harm_score and
 mean_tokens get no interval; intervals ignore that tasks of one template are correlated.
