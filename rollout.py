@@ -83,10 +83,10 @@ class Episode:
 
 @torch.no_grad()
 def generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens, min_new_tokens=0):
-    """One turn of every episode in `batch`, the readable way (the reference of the tests and bench.py, and the path of
-    models engine.py cannot serve): one left-padded HF `generate` call over the episodes' whole ids, log-probs from the full-vocabulary logits it
-    returns. The model's generation_config is swapped for a bare one during the call (only end and pad tokens), so
-    that it samples from the same raw distribution as engine.KVBatch."""
+    """One turn of every episode in `batch`, the readable way (the reference of the tests and bench.py, and the path
+    of models engine.py cannot serve): one left-padded HF `generate` call over the episodes' whole ids, log-probs from
+    the full-vocabulary logits it returns. The model's generation_config is swapped for a bare one during the call
+    (only end and pad tokens), so that it samples from the same raw distribution as engine.KVBatch."""
     from transformers import GenerationConfig
     pad, ends = tok.pad_token_id, engine.end_ids(model, tok)
     T = max(len(e.ids) for e in batch)
