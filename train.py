@@ -399,24 +399,14 @@ def warm_start(args, dev, ckpt, peaks=None):
     if args.sft_steps > 0 and args.sft_full and args.quant == "none":
         if not os.path.isfile(os.path.join(sft_dir, "config.json")):
             model, tok = M.load_base(args.model, device=dev)
-            M.bound_activations(model, args.quant)
-            if peaks:
-                peaks.start()
-            sft(model, tok, args, dev)
-            if peaks:
-                peaks.end("sft")
+            sft(model, tok, args, dev, peaks)
             M.save_model(sft_dir, model, tok)
             del model
         policy, tok = M.load_policy(sft_dir, args.quant, adapter=resume_adapter, **lora)
         return M.bound_activations(policy, args.quant), tok, sft_dir
     if args.sft_steps > 0 and not os.path.isfile(os.path.join(sft_adapter, "adapter_config.json")):
         policy, tok = M.load_policy(args.model, args.quant, **lora)
-        M.bound_activations(policy, args.quant)
-        if peaks:
-            peaks.start()
-        sft(policy, tok, args, dev)
-        if peaks:
-            peaks.end("sft")
+        sft(policy, tok, args, dev, peaks)
         policy.save_pretrained(sft_adapter)
         del policy
     if args.sft_steps > 0:  # RL continues the SFT adapter; its frozen copy is the reference
@@ -464,9 +454,13 @@ def sft_backward(policy, tok, batch, micro_batch, dev):
     return total
 
 
-def sft(policy, tok, args, dev):
+def sft(policy, tok, args, dev, peaks=None):
     """Cross-entropy on the assistant tokens of copy drills, then of fresh scripted episodes (never the same task
-    twice). The learning rate warms up, stays flat through the drills, then decays (cosine) to 10%."""
+    twice). The learning rate warms up, stays flat through the drills, then decays (cosine) to 10%. `peaks` records
+    the phase's peak memory (plumbing/runs.Peaks)."""
+    M.bound_activations(policy, args.quant)
+    if peaks:
+        peaks.start()
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.sft_lr, weight_decay=0.0, betas=(0.9, 0.95))
     d, n = args.sft_drill_steps, args.sft_steps
@@ -483,6 +477,8 @@ def sft(policy, tok, args, dev):
         bar.set_postfix(loss=f"{total:.3f}", phase="drills" if step < d else "tasks")
         if args.export and (step + 1) % 250 == 0 and step + 1 < n:  # a long build: a snapshot to evaluate meanwhile
             M.save_model(os.path.join(args.out, "sft_snapshot"), policy, tok)
+    if peaks:
+        peaks.end("sft")
     return policy
 
 
