@@ -359,7 +359,7 @@ def main(argv=None):
 
     # --- 1. RL
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    start, log = run.resume(opt)
+    start = run.resume(opt)  # a checkpoint's step, optimizer and RNG state; run.records holds the log so far
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)
@@ -371,7 +371,7 @@ def main(argv=None):
     after = {}
     if args.steps > 0:
         policy.save_pretrained(os.path.join(args.out, "adapter"), selected_adapters=["default"])
-        plot_curves({args.out: log}, os.path.join(args.out, "curves.png"))
+        plot_curves({args.out: run.records}, os.path.join(args.out, "curves.png"))
         after = eval_splits(policy, tok, args, "after")
     for split in ("test", "ood"):
         if split in before:

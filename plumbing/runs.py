@@ -340,8 +340,9 @@ class Run:
         print(f"exported the SFT model to {self.args.export}/ (safetensors, tokenizer, build.json)")
 
     def resume(self, opt):
-        """The first RL step and the log so far: 0 and [], or a checkpoint's step, with its optimizer and RNG state
-        restored into `opt` and torch. Rewrites log.jsonl with the steps before it (a kill keeps the old log)."""
+        """The first RL step: 0, or a checkpoint's step, with its optimizer and RNG state restored into `opt` and
+        torch. self.records gets the log's steps before it, and log.jsonl is rewritten with them (a kill keeps the old
+        log); step_done appends to both."""
         start, log = 0, []
         if self.ckpt:
             try:
@@ -356,7 +357,7 @@ class Run:
         write_atomic(self.log_path, [json.dumps(r) + "\n" for r in log])
         self.start, self.records = start, log
         self.peaks.start()
-        return start, log
+        return start
 
     def step_done(self, rec, policy, opt):
         """Log one RL step's record; checkpoint every --save-every steps and at the last."""
