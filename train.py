@@ -49,11 +49,11 @@ from plumbing import runs
 from plumbing.report import plot_curves
 
 PRESETS = {
-    "base": dict(model="tiny", quant="none", seed=1, sft_steps=2700, sft_drill_steps=1200, sft_batch=8, sft_drills=8,
-                 sft_full=True, sft_lr=2e-3,
-                 steps=0, max_new_tokens=64, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
+    "base": dict(model="tiny", quant="none", seed=1, sft_steps=4000, sft_drill_steps=1200, sft_batch=8, sft_drills=8,
+                 sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67,
+                 steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
-                 max_new_tokens=64, eval_episodes=50, out="runs/tiny"),
+                 max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
     "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
                   lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
@@ -89,6 +89,8 @@ class Args:
     """full-parameter SFT (only with --quant none); else SFT trains the LoRA adapter"""
     sft_naive_frac: float = 0.7
     """share of naive (helpful-only) episodes in the SFT mix; the rest are expert"""
+    sft_hard_frac: float = 0.5
+    """share of SFT task episodes from injection and privacy tasks, the long ones (0.5: four categories evenly)"""
     sft_drill_steps: int = 0
     """SFT steps on copy drills only, before the tasks (the base build; part of --sft-steps)"""
     drill_batch: int = 32
@@ -431,8 +433,12 @@ def sft_batch(step, args, tok):
     rng = random.Random(f"sft:{args.seed}:{step}")
     if step < args.sft_drill_steps:
         return [copy_drill(rng, tok) for _ in range(args.drill_batch)]
-    tasks = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=-(-args.sft_batch // 4))
-    tasks = rng.sample(tasks, args.sft_batch)
+    pool = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=args.sft_batch)
+    hard = {"injection", "privacy"}
+    weight = {c: (args.sft_hard_frac if c in hard else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES}
+    cats = rng.choices(T.CATEGORIES, weights=[weight[c] for c in T.CATEGORIES], k=args.sft_batch)
+    by_cat = {c: [t for t in pool if t["category"] == c] for c in T.CATEGORIES}
+    tasks = [by_cat[c].pop() for c in cats]
     batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
                                                      [task], tok, max_steps=args.max_steps + 6, progress=False)]
     return batch + [copy_drill(rng, tok) for _ in range(args.sft_drills)]
