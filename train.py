@@ -379,6 +379,8 @@ def main(argv=None):
         if split in before:
             cols = {"before": before[split], **({"after": after[split]} if split in after else {})}
             print(f"\n{split}\n" + E.format_table(cols))
+            if any("behaviour" in c for c in cols.values()):  # what the agent did, from which the rates come
+                print("\n" + E.format_behaviour(cols))
     return run.finish(before, after, base)
 
 
@@ -494,9 +496,9 @@ def eval_splits(policy, tok, args, label):
     res = {}
     for split in ("test", "ood"):
         tasks = R.pick_tasks(T.make_split(split), args.eval_episodes)
-        res[split] = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch,
-                                compile=args.compile)[0]
+        m, trajs = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
+                              max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile)
+        res[split] = {**m, "behaviour": E.behaviour(trajs)}
     return res
 
 
