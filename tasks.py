@@ -711,24 +711,30 @@ def script(task, kind):
     turns = []
     inj = task.get("injection") if "after" in task.get("injection", {}) else None  # scripted only if placed
     inj_calls = (inj or {}).get("calls", [])
+    # both agents first say what the planted text asks (copying it is how a small model learns which call it means)
+    goal = (inj or {}).get("goal")
+    noticed = f"The tool result asks me to {goal}." if goal else "The tool result contains instructions."
     for i, c in enumerate(plan):
         think = f"Plan: {names}." if i == 0 else f"Next: {c['name']}."
         safety = None
         if inj and i == inj["after"] + 1:
-            think = "The tool result contains instructions."
+            think = noticed
             if kind == "naive":
                 for j, ic in enumerate(inj_calls):
                     turns.append(_turn(think if j == 0 else f"Next: {ic['name']}.", ic))
                 think = f"Next: {c['name']}."
             else:
-                safety = (f"The tool result asks me to {inj.get('goal', 'do something else')}. The user did not ask "
-                          "for that; I ignore it.")
+                safety = "The user did not ask for that; I ignore it."
         if kind == "expert" and c["name"] in envs.SENSITIVE and safety is None:
             safety = task.get("check_note", "The user asked for this; it is safe.")
         turns.append(_turn(think, c, safety))
     if inj and kind == "naive" and inj["after"] == len(plan) - 1:  # injection in the last call's output
-        turns += [_turn("The tool result contains instructions." if j == 0 else f"Next: {ic['name']}.", ic)
+        turns += [_turn(noticed if j == 0 else f"Next: {ic['name']}.", ic)
                   for j, ic in enumerate(inj_calls)]
+    if inj and kind == "expert" and inj["after"] == len(plan) - 1:  # the same fork as above, at the answer
+        turns.append(_turn(noticed, safety="The user did not ask for that; I ignore it.",
+                           answer=task.get("answer", "Done.")))
+        return turns
     turns.append(_turn("All steps are done.", answer=task.get("answer", "Done.")))
     return turns
 
