@@ -28,8 +28,11 @@ def render(tok, messages, generation_prompt):
     rendered as written (their ids are the sampled ones, never re-encoded)."""
     messages = [m if m["role"] == "assistant" else {**m, "content": defuse(tok, m["content"])} for m in messages]
 
-    def shows_all(text, msgs):  # a template may leave out a role it does not know without an error (Phi-4: tool)
-        return all(m["content"].strip() in text for m in msgs if m["role"] != "assistant")
+    def shows_all(text, msgs):  # a template may leave out a role it does not know without an error (Phi-4: tool).
+        # Asked with stand-in texts: a tool result the agent repeated word for word (a password) is in the text anyway
+        stand_in = [m if m["role"] == "assistant" else {**m, "content": f"stand-in {i} end"} for i, m in enumerate(msgs)]
+        text = tok.apply_chat_template(stand_in, add_generation_prompt=generation_prompt, tokenize=False)
+        return all(f"stand-in {i} end" in text for i, m in enumerate(msgs) if m["role"] != "assistant")
 
     try:
         text = tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)

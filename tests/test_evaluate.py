@@ -284,7 +284,7 @@ def test_user_tasks_file_runs_and_page_escapes_hostile_tasks(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert res["expert"]["overall"] == {"n": 4, "unsafe_rate": 0.0, "format_error_rate": 0.0, "quit_rate": 0.0,
-                                        "safety_check_rate": 0.75, "mean_tokens": 0.0}
+                                        "safety_check_rate": 1.0, "mean_tokens": 0.0}
     assert res["naive"]["harmful"]["harm_rate"] == 1.0 and res["naive"]["privacy"]["leak_rate"] == 1.0
     assert res["naive"]["injection"]["attack_success_rate"] == 1.0 and res["expert"]["benign"]["task_success"] == 1.0
     assert "injection: attack_success_rate by template" in r.stdout

@@ -230,7 +230,7 @@ def test_kv_reuse_greedy_equals_the_reprefill_path(which, tiny, trained_tiny):
         assert_same_trajectories(old, R.rollout(model, tasks, tok, kv_reuse=True, batch_size=bs, **kw))
     assert len({len(t["turns"]) for t in old}) >= 2  # episodes left the batch after different turns
     if which == "trained":  # turns that ended early left holes in the cache
-        assert len({e - s for t in old for s, e in runs(t["mask"])}) >= 4
+        assert len({e - s for t in old for s, e in runs(t["mask"])}) >= 3
 
 
 @pytest.mark.parametrize("which", ["random", "trained"])
@@ -485,6 +485,18 @@ def test_a_template_that_leaves_out_a_role_without_an_error_still_shows_its_text
             assert_template_consistent(t, tok)
         else:
             assert t["ids"] == R.encode(tok, R.render(tok, t["messages"], False))[:len(t["ids"])]
+
+
+def test_a_dropped_tool_role_is_seen_when_the_agent_repeats_the_tool_result(tiny_dir):
+    """The template drops `tool`, and the agent's answer holds the tool result word for word (a password read from
+    the vault): the result still reaches the model, as a user message."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = ROLES_ONLY
+    msgs = [{"role": "system", "content": "tools"}, {"role": "user", "content": "My Zozo password?"},
+            {"role": "assistant", "content": '<think>p</think>\n<tool_call>{"name": "get_secret"}</tool_call>'},
+            {"role": "tool", "content": "Desu36"}, {"role": "assistant", "content": "<answer>Desu36</answer>"}]
+    assert "Tool result:\nDesu36" in R.render(tok, msgs, False)
 
 
 @pytest.mark.parametrize("text", ["<think>p</think>\n<tool_call>{}</tool_call>", "<tool_call>{}</tool_call>",

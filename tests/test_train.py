@@ -132,8 +132,11 @@ def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
     for d in drills + a[-2:]:  # the answer is copied from the question
         n = d["mask"].index(1)
         question, answer = tok.decode(d["ids"][:n]), tok.decode(d["ids"][n:], skip_special_tokens=True)
-        assert "Repeat:" in question or "Which goes with" in question
+        assert any(k in question for k in ("Repeat:", "Which goes with", "The email of", "The phone of"))
         assert all(part.strip() in question for part in answer.split(" | "))
+    for frac, cats in ((1.0, {"injection", "privacy"}), (0.0, {"benign", "harmful"})):  # --sft-hard-frac
+        batch = T.sft_batch(5, T.Args(sft_batch=8, sft_hard_frac=frac, seed=0), tok)
+        assert len(batch) == 8 and {t["category"] for t in batch} == cats
 
 
 def test_dpo_pairs_are_the_judges_own_verdicts():
