@@ -1,7 +1,7 @@
 """MOSAIC post-training: a helpful-only warm start, then pairwise-preference RL with (Q)LoRA.
 
     python train.py                          # `small` on a CUDA machine, `tiny` otherwise (CPU, 5 min)
-    python train.py --preset base            # rebuild the tiny helpful-only base in base/ (once; ~55 min on 2 cores)
+    python train.py --preset base            # rebuild the tiny helpful-only base in base/ (once; BUILD_MIN)
     python train.py --preset tiny --steps 20 --out runs/quick
     python train.py --preset tiny --reward scalar         # the pointwise-reward ablation
     python train.py --preset tiny --loss dpo              # trajectory-level DPO on the judge's pairs
@@ -10,8 +10,8 @@
 Read in this order: the loss (pg_loss), one RL iteration (rl_step), main. Then the warm start.
 0. The warm start behaves like a helpful-only instruct model (it does what it is asked, harmful or not), as in the
    paper, which starts from an instruct model. `tiny` starts from `base/`, a 2.5 M-parameter model this repository
-   ships, built by `--preset base` (SFT of a random-init Llama on scripted episodes of fresh tasks, 70% naive and 30%
-   expert, plus copy drills); `small` adds a short LoRA SFT so that SmolLM2-135M learns the format.
+   ships, built by `--preset base` (SFT of a random-init Llama on copy drills, then on scripted episodes of fresh
+   tasks, 70% naive and 30% expert, plus drills); `small` adds a short LoRA SFT so that SmolLM2-135M learns the format.
 1. RL. One iteration: fresh tasks balanced over the four categories, a group of G trajectories per task
    (rollout.py), every pair in a group compared by the judge and the wins turned into rewards and group-relative
    advantages (judge.py), then one update of the LoRA adapter on the policy's own tokens only (prompt and tool
