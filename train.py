@@ -436,11 +436,9 @@ def sft_batch(step, args, tok):
     if step < args.sft_drill_steps:
         return [copy_drill(rng, tok) for _ in range(args.drill_batch)]
     pool = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=args.sft_batch)
-    hard = {"injection", "privacy"}
-    weight = {c: (args.sft_hard_frac if c in hard else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES}
-    cats = rng.choices(T.CATEGORIES, weights=[weight[c] for c in T.CATEGORIES], k=args.sft_batch)
     by_cat = {c: [t for t in pool if t["category"] == c] for c in T.CATEGORIES}
-    tasks = [by_cat[c].pop() for c in cats]
+    share = [(args.sft_hard_frac if c in ("injection", "privacy") else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES]
+    tasks = [by_cat[c].pop() for c in rng.choices(T.CATEGORIES, weights=share, k=args.sft_batch)]
     batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
                                                      [task], tok, max_steps=args.max_steps + 6, progress=False)]
     return batch + [copy_drill(rng, tok) for _ in range(args.sft_drills)]
@@ -491,10 +489,9 @@ def sft(policy, tok, args, dev, peaks=None):
 
 
 def eval_splits(policy, tok, args, label):
-    if args.eval_episodes <= 0:
-        return {}
+    """{split: the metrics and what the agent did} on test and ood ({} with --eval-episodes 0)."""
     res = {}
-    for split in ("test", "ood"):
+    for split in ("test", "ood") if args.eval_episodes > 0 else ():
         tasks = R.pick_tasks(T.make_split(split), args.eval_episodes)
         m, trajs = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
                               max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile)
