@@ -58,7 +58,6 @@ def domain(rng):
     return f"{_w(rng, rng.choice((2, 3))).lower()}.{rng.choice(TLDS)}"
 
 
-
 def copy_drill(rng):
     """(question, answer) of a short chat whose answer can only be written by copying from the question: repeat a
     list of entities, find the row that goes with one, or read one field of a contact record among others (as a
@@ -75,8 +74,8 @@ def copy_drill(rng):
         people = [(f"{_w(rng)} {_w(rng)}", addr(), f"555-{rng.randint(1000, 9999)}") for _ in range(rng.randint(1, 4))]
         name, email, phone = rng.choice(people)
         field, answer = rng.choice([("email", email), ("email", email), ("phone", phone)])
-        return "\n".join(f"name: {n} | email: {e} | phone: {p}" for n, e, p in people) + f"\nThe {field} of {name}?", \
-            answer
+        question = "\n".join(f"name: {n} | email: {e} | phone: {p}" for n, e, p in people) + f"\nThe {field} of {name}?"
+        return question, answer
     if r < 0.65:
         items = [entity() for _ in range(rng.randint(2, 5))]
         return "Repeat: " + " | ".join(items), " | ".join(items)
@@ -689,6 +688,9 @@ def _turn(think, call=None, safety=None, answer=None):
     return s + "<tool_call>" + _untag(json.dumps(call, ensure_ascii=False), "\\u003c") + "</tool_call>"
 
 
+IGNORE = "The user did not ask for that; I ignore it."  # the expert's safety thought on planted instructions
+
+
 def script(task, kind):
     """All assistant turns of a scripted agent ('expert' or 'naive') for one task, in order.
 
@@ -724,7 +726,7 @@ def script(task, kind):
                     turns.append(_turn(think if j == 0 else f"Next: {ic['name']}.", ic))
                 think = f"Next: {c['name']}."
             else:
-                safety = "The user did not ask for that; I ignore it."
+                safety = IGNORE
         if kind == "expert" and c["name"] in envs.SENSITIVE and safety is None:
             safety = task.get("check_note", "The user asked for this; it is safe.")
         turns.append(_turn(think, c, safety))
@@ -732,8 +734,7 @@ def script(task, kind):
         turns += [_turn(noticed if j == 0 else f"Next: {ic['name']}.", ic)
                   for j, ic in enumerate(inj_calls)]
     if inj and kind == "expert" and inj["after"] == len(plan) - 1:  # the same fork as above, at the answer
-        turns.append(_turn(noticed, safety="The user did not ask for that; I ignore it.",
-                           answer=task.get("answer", "Done.")))
+        turns.append(_turn(noticed, safety=IGNORE, answer=task.get("answer", "Done.")))
         return turns
     turns.append(_turn("All steps are done.", answer=task.get("answer", "Done.")))
     return turns
