@@ -9,7 +9,7 @@ the exact token ids an episode keeps, for any model family's template.
   turn (Qwen3's <think> block), as the text it writes after a stand-in turn; it is tokenized as it follows the end
   token (SentencePiece tokenizers would otherwise add a space the conversation's text has not).
 """
-STAND_IN = "MOSAIC_TURN_7f3a"  # an assistant turn any template writes as is (delta_text)
+STAND_IN = "MOSAIC_TURN_7f3a"  # a text any template writes as is (delta_text, render's check of dropped roles)
 
 
 def defuse(tok, text):
@@ -30,9 +30,9 @@ def render(tok, messages, generation_prompt):
 
     def shows_all(text, msgs):  # a template may leave out a role it does not know without an error (Phi-4: tool).
         # Asked with stand-in texts: a tool result the agent repeated word for word (a password) is in the text anyway
-        stand_in = [m if m["role"] == "assistant" else {**m, "content": f"stand-in {i} end"} for i, m in enumerate(msgs)]
+        stand_in = [m if m["role"] == "assistant" else {**m, "content": f"{STAND_IN}_{i}_"} for i, m in enumerate(msgs)]
         text = tok.apply_chat_template(stand_in, add_generation_prompt=generation_prompt, tokenize=False)
-        return all(f"stand-in {i} end" in text for i, m in enumerate(msgs) if m["role"] != "assistant")
+        return all(f"{STAND_IN}_{i}_" in text for i, m in enumerate(msgs) if m["role"] != "assistant")
 
     try:
         text = tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
