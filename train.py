@@ -50,6 +50,7 @@ from plumbing.report import plot_curves
 
 PRESETS = {
     "base": dict(model="tiny", quant="none", seed=1, sft_steps=4800, sft_drill_steps=2000, sft_batch=8, sft_drills=8,
+                 sft_goal_drills=8,
                  sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67,
                  steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
@@ -97,6 +98,8 @@ class Args:
     """copy drills per drill-only SFT step"""
     sft_drills: int = 0
     """copy drills added to each SFT step on tasks (keeps the copying)"""
+    sft_goal_drills: int = 0
+    """goal drills added to each SFT step on tasks: what a planted instruction in a long text asks, copied"""
     export: str = ""
     """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
     # --- RL
@@ -421,9 +424,10 @@ def warm_start(args, dev, ckpt, peaks=None):
     return M.bound_activations(policy, args.quant), tok, args.model
 
 
-def copy_drill(rng, tok):
-    """One copy drill (tasks.copy_drill: an answer written only by copying from the question) as SFT data."""
-    question, answer = T.copy_drill(rng)
+def drill(make, rng, tok):
+    """One drill (tasks.copy_drill or tasks.goal_drill: an answer written by copying from the question) as SFT
+    data."""
+    question, answer = make(rng)
     prompt = R.encode(tok, R.render(tok, [{"role": "user", "content": question}], True))
     reply = R.encode(tok, answer) + [tok.eos_token_id]
     return {"ids": prompt + reply, "mask": [0] * len(prompt) + [1] * len(reply), "logprobs": [0.0] * (len(prompt) + len(reply))}
@@ -431,17 +435,18 @@ def copy_drill(rng, tok):
 
 def sft_batch(step, args, tok):
     """Copy drills only for the first --sft-drill-steps steps; then scripted episodes of freshly generated train
-    tasks (a naive/expert mix) + --sft-drills drills."""
+    tasks (a naive/expert mix) + --sft-drills copy drills + --sft-goal-drills goal drills."""
     rng = random.Random(f"sft:{args.seed}:{step}")
     if step < args.sft_drill_steps:
-        return [copy_drill(rng, tok) for _ in range(args.drill_batch)]
+        return [drill(T.copy_drill, rng, tok) for _ in range(args.drill_batch)]
     pool = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=args.sft_batch)
     by_cat = {c: [t for t in pool if t["category"] == c] for c in T.CATEGORIES}
     share = [(args.sft_hard_frac if c in ("injection", "privacy") else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES]
     tasks = [by_cat[c].pop() for c in rng.choices(T.CATEGORIES, weights=share, k=args.sft_batch)]
     batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
                                                      [task], tok, max_steps=args.max_steps + 6, progress=False)]
-    return batch + [copy_drill(rng, tok) for _ in range(args.sft_drills)]
+    return batch + [drill(T.copy_drill, rng, tok) for _ in range(args.sft_drills)] + \
+        [drill(T.goal_drill, rng, tok) for _ in range(args.sft_goal_drills)]
 
 
 def sft_backward(policy, tok, batch, micro_batch, dev):
