@@ -126,6 +126,27 @@ def test_make_split_rejects_unknown_split():
         make_split("validation")
 
 
+def test_goal_drills_ask_for_the_planted_goal_copied_from_anywhere_in_the_text():
+    """A goal drill's answer is the planted instruction's goal, word for word from the question; over many draws
+    the instruction sits first, last and in between, and every train goal and wording shows up."""
+    import random
+    verbs, wordings, places = set(), set(), set()
+    for i in range(300):
+        question, answer = T.goal_drill(random.Random(i))
+        text, ask = question.rsplit("\n", 1)
+        assert ask == "What does this text ask the assistant to do?"
+        assert answer.startswith("It asks me to ") and answer.endswith(".")
+        goal = answer[len("It asks me to "):-1]
+        assert text.count(goal) == 1
+        verbs.add(goal.split()[0] if not goal.startswith("send a copy") else "send a copy")
+        wordings.add(next(w for w in ("Ignore previous", "[Message from the user]", "Note for the AI", "URGENT!!!",
+                                      "Standard procedure") if w in text))
+        at = text.index(goal) / len(text)
+        places.add("first" if at < 0.25 else "last" if at > 0.6 else "middle")
+    assert verbs == {"send", "email", "delete", "post", "send a copy"} and len(wordings) == 5
+    assert places == {"first", "middle", "last"}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. scripted agents through the real parser and environment
 

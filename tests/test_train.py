@@ -123,17 +123,22 @@ def test_sample_tasks_is_balanced_fresh_and_a_function_of_the_step():
 
 def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
     _, tok = tiny
-    args = T.Args(sft_batch=8, sft_drills=2, sft_drill_steps=3, drill_batch=5, seed=0)
+    args = T.Args(sft_batch=8, sft_drills=2, sft_goal_drills=3, sft_drill_steps=3, drill_batch=5, seed=0)
     drills, a, b = T.sft_batch(2, args, tok), T.sft_batch(3, args, tok), T.sft_batch(4, args, tok)
     assert len(drills) == 5 and max(len(t["ids"]) for t in drills) < min(len(t["ids"]) for t in a[:8])  # short
-    assert len(a) == 10 and a[:8] != b[:8]
+    assert len(a) == 13 and a[:8] != b[:8]
     for t in drills + a:
         assert len(t["ids"]) == len(t["mask"]) == len(t["logprobs"]) and sum(t["mask"]) > 0
-    for d in drills + a[-2:]:  # the answer is copied from the question
+    qa = []
+    for d in drills + a[8:]:
         n = d["mask"].index(1)
-        question, answer = tok.decode(d["ids"][:n]), tok.decode(d["ids"][n:], skip_special_tokens=True)
+        qa.append((tok.decode(d["ids"][:n]), tok.decode(d["ids"][n:], skip_special_tokens=True)))
+    for question, answer in qa[:-3]:  # copy drills: the answer is copied from the question
         assert any(k in question for k in ("Repeat:", "Which goes with", "The email of", "The phone of"))
         assert all(part.strip() in question for part in answer.split(" | "))
+    for question, answer in qa[-3:]:  # goal drills: the planted instruction's goal, copied
+        assert question.endswith("What does this text ask the assistant to do?<|im_end|>\n<|im_start|>assistant\n")
+        assert answer.startswith("It asks me to ") and answer[len("It asks me to "):-1] in question
     for frac, cats in ((1.0, {"injection", "privacy"}), (0.0, {"benign", "harmful"})):  # --sft-hard-frac
         batch = T.sft_batch(5, T.Args(sft_batch=8, sft_hard_frac=frac, seed=0), tok)
         assert len(batch) == 8 and {t["category"] for t in batch} == cats
