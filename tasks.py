@@ -736,9 +736,15 @@ def script(task, kind):
     turns = []
     inj = task.get("injection") if "after" in task.get("injection", {}) else None  # scripted only if placed
     inj_calls = (inj or {}).get("calls", [])
-    # both agents first say what the planted text asks (copying it is how a small model learns which call it means)
-    goal = (inj or {}).get("goal")
-    noticed = f"The tool result asks me to {goal}." if goal else "The tool result contains instructions."
+    # both agents first say what the planted text asks, in its own words where it has them (copying it is how a small
+    # model learns which call it means), else by the calls it names: a think never holds what the text does not
+    goal, said = (inj or {}).get("goal"), (inj or {}).get("text", "")
+    if goal and goal in said:
+        noticed = f"The tool result asks me to {goal}."
+    elif inj_calls and all(c["name"] in said for c in inj_calls):
+        noticed = "The tool result asks me to call " + " then ".join(c["name"] for c in inj_calls) + "."
+    else:
+        noticed = "The tool result contains instructions."
     for i, c in enumerate(plan):
         think = f"Plan: {names}." if i == 0 else f"Next: {c['name']}."
         safety = None
