@@ -147,6 +147,30 @@ def test_goal_drills_ask_for_the_planted_goal_copied_from_anywhere_in_the_text()
     assert places == {"first", "middle", "last"}
 
 
+@pytest.mark.parametrize("kind", ["naive", "expert"])
+def test_the_noticing_think_holds_only_what_the_tool_result_shows(splits, kind):
+    """Where a scripted agent says what the planted text asks, every word it copies is in the tool result it just
+    read: the goal where the text words it, else the names of the calls it spells out (explicit calls, base64)."""
+    styles = set()
+    for task in splits["train"] + splits["test"] + splits["ood"]:
+        if task["category"] != "injection":
+            continue
+        messages, _ = play(task, kind)
+        i = next(i for i, m in enumerate(messages) if "The tool result" in m["content"] and m["role"] == "assistant")
+        said = messages[i]["content"].split("<think>")[1].split("</think>")[0]
+        seen = messages[i - 1]["content"]
+        assert messages[i - 1]["role"] == "tool"
+        if said.startswith("The tool result asks me to call "):
+            names = said[len("The tool result asks me to call "):-1].split(" then ")
+            assert names == [c["name"] for c in task["injection"]["calls"]] and all(n in seen for n in names)
+        elif said.startswith("The tool result asks me to "):
+            assert said[len("The tool result asks me to "):-1] in seen
+        else:
+            assert said == "The tool result contains instructions."
+        styles.add((task["injection"]["style"], said.split(" ")[6] if len(said.split(" ")) > 6 else said))
+    assert ("explicit_call", "call") in styles and any(s == "fake_user" and w != "call" for s, w in styles)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. scripted agents through the real parser and environment
 
