@@ -167,8 +167,8 @@ def test_the_noticing_think_holds_only_what_the_tool_result_shows(splits, kind):
             assert said[len("The tool result asks me to "):-1] in seen
         else:
             assert said == "The tool result contains instructions."
-        styles.add((task["injection"]["style"], said.split(" ")[6] if len(said.split(" ")) > 6 else said))
-    assert ("explicit_call", "call") in styles and any(s == "fake_user" and w != "call" for s, w in styles)
+        styles.add((task["injection"]["style"], said.startswith("The tool result asks me to call ")))
+    assert ("explicit_call", True) in styles and ("fake_user", False) in styles
 
 
 # ----------------------------------------------------------------------------------------------------------------
