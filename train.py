@@ -50,7 +50,7 @@ from plumbing.report import plot_curves
 
 PRESETS = {
     "base": dict(model="tiny", quant="none", seed=1, sft_steps=4800, sft_drill_steps=2000, sft_batch=8, sft_drills=8,
-                 sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67,
+                 sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67, sft_goal_drills=8,
                  steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
                  max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
@@ -98,7 +98,7 @@ class Args:
     sft_drills: int = 0
     """copy drills added to each SFT step on tasks (keeps the copying)"""
     sft_goal_drills: int = 0
-    """goal drills added to each SFT step on tasks: what a planted instruction in a long text asks, copied"""
+    """goal drills added to each SFT step on tasks: planted text in a long text quoted, then the call it asks for"""
     export: str = ""
     """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
     # --- RL
