@@ -20,7 +20,7 @@ run: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m pytest -q tests
 
-base: $(VENV_STAMP)       # rebuild the shipped tiny base in base/ (~50 min on one CPU core)
+base: $(VENV_STAMP)       # rebuild the shipped tiny base in base/ (~55 min on two CPU cores)
 	$(PY) train.py --preset base
 
 seeds: $(VENV_STAMP)      # the demo for seeds 0 1 2, then the summaries side by side and their curves

@@ -1,7 +1,7 @@
 """MOSAIC post-training: a helpful-only warm start, then pairwise-preference RL with (Q)LoRA.
 
     python train.py                          # `small` on a CUDA machine, `tiny` otherwise (CPU, ~6 min)
-    python train.py --preset base            # rebuild the tiny helpful-only base in base/ (once; ~50 min on one core)
+    python train.py --preset base            # rebuild the tiny helpful-only base in base/ (once; ~55 min on two cores)
     python train.py --preset tiny --steps 20 --out runs/quick
     python train.py --preset tiny --reward scalar         # the pointwise-reward ablation
     python train.py --preset tiny --loss dpo              # trajectory-level DPO on the judge's pairs
