@@ -131,6 +131,7 @@ def test_small_fresh_pools_cover_every_injection_combination(splits):
     carriers = {t["template"].split("/")[0] for t in splits["test"][:400] if t["category"] == "injection"}
     assert len(carriers) == 6
 
+
 def test_make_split_rejects_unknown_split():
     with pytest.raises(ValueError, match="unknown split"):
         make_split("validation")
@@ -138,8 +139,8 @@ def test_make_split_rejects_unknown_split():
 
 def test_goal_drills_ask_for_the_planted_goal_copied_from_anywhere_in_the_text():
     """A goal drill's answer is the turn at the injection fork: the planted instruction quoted word for word from the
-    question, then the first call it asks for; over many draws the
-    instruction sits first, last and in between, and every train goal and wording shows up."""
+    question, then the first call it asks for; over many draws the instruction sits first, last and in between, and
+    every train goal and wording shows up."""
     import random
     verbs, wordings, places = set(), set(), set()
     for i in range(300):
@@ -164,7 +165,8 @@ def test_goal_drills_ask_for_the_planted_goal_copied_from_anywhere_in_the_text()
 @pytest.mark.parametrize("kind", ["naive", "expert"])
 def test_the_noticing_think_holds_only_what_the_tool_result_shows(splits, kind):
     """Where a scripted agent says what the planted text asks, every word it copies is in the tool result it just
-    read: the planted text, quoted, where it words a goal, else the names of the calls it spells out (explicit calls, base64)."""
+    read: the planted text, quoted, where it words a goal, else the names of the calls it spells out (explicit calls,
+    base64)."""
     styles = set()
     for task in splits["train"] + splits["test"] + splits["ood"]:
         if task["category"] != "injection":

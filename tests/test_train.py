@@ -138,8 +138,8 @@ def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
         assert all(part.strip() in question for part in answer.split(" | "))
     for question, answer in qa[-3:]:  # goal drills: the planted instruction, quoted
         assert question.endswith("What does this text ask the assistant to do?<|im_end|>\n<|im_start|>assistant\n")
-        quote = answer.split("</think>")[0]
-        assert quote.startswith("<think>The tool result says: ") and quote[len("<think>The tool result says: "):] in question
+        think = answer.split("</think>")[0]
+        assert think.startswith("<think>" + TK.quote("")) and think[len("<think>" + TK.quote("")):] in question
     for frac, cats in ((1.0, {"injection", "privacy"}), (0.0, {"benign", "harmful"})):  # --sft-hard-frac
         batch = T.sft_batch(5, T.Args(sft_batch=8, sft_hard_frac=frac, seed=0), tok)
         assert len(batch) == 8 and {t["category"] for t in batch} == cats
