@@ -80,7 +80,8 @@ class Args:
     again must equal the run's, except --steps, --save-every, --compile and the --track flags; a folder with no run
     is an error"""
     track: str = ""
-    """tensorboard | wandb: every SFT and RL step and the before/after metrics there too (under --out; default: off)"""
+    """tensorboard | wandb: every SFT and RL step, the flags and the before/after metrics there too, under --out (then
+    `tensorboard --logdir runs`; wandb: --wandb-project); default: off"""
     wandb_project: str = "mosaic"
     """the wandb project of --track wandb (WANDB_MODE=offline: no network needed; `wandb sync` later)"""
     wandb_name: str = ""

@@ -312,6 +312,8 @@ class Run:
     def loaded(self, problem):
         """After the models load (problem: None, or why they cannot run): the earlier run set aside goes for good,
         or, on a problem, comes back and the run ends with one line."""
+        if problem:
+            self.track.close()  # an SFT before the problem may have opened it in the folders that go
         if self.aside:
             put_back_earlier_run(self.aside, self.args.out) if problem else shutil.rmtree(self.aside)
         if problem:
