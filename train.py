@@ -77,7 +77,15 @@ class Args:
     """seed for data order, sampling and initialisation"""
     resume: bool = False
     """continue the run in --out from its last checkpoint, with the run's own flags (its args.json); flags typed
-    again must equal the run's, except --steps, --save-every and --compile; a folder with no run is an error"""
+    again must equal the run's, except --steps, --save-every, --compile and the --track flags; a folder with no run
+    is an error"""
+    track: str = ""
+    """tensorboard | wandb: every SFT and RL step, the flags and the before/after metrics there too, under --out (then
+    `tensorboard --logdir runs`; wandb: --wandb-project); default: off"""
+    wandb_project: str = "mosaic"
+    """the wandb project of --track wandb (WANDB_MODE=offline: no network needed; `wandb sync` later)"""
+    wandb_name: str = ""
+    """the wandb run name of --track wandb (default: the --out folder's name)"""
     # --- SFT warm start
     sft_steps: int = 400
     """SFT steps on scripted trajectories (0 = none)"""
@@ -346,7 +354,7 @@ def main(argv=None):
 
     # --- 0. the warm start (and an LLM judge: a bad name fails here, not after the evaluation), before RL
     try:
-        policy, tok, base = warm_start(args, dev, run.ckpt, run.peaks)
+        policy, tok, base = warm_start(args, dev, run.ckpt, run.peaks, run.track)
         judge = None
         if args.judge != "rules":
             jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
@@ -395,7 +403,7 @@ def parse(argv):
 # ----------------------------------------------------------------------------------------------------------------
 # The warm start and the evaluations before and after RL
 
-def warm_start(args, dev, ckpt, peaks=None):
+def warm_start(args, dev, ckpt, peaks=None, track=None):
     """The policy RL starts from, with a LoRA adapter to train, and the name of its base. Full SFT (tiny from
     scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter and is both the
     adapter RL continues and, frozen, the reference."""
@@ -405,14 +413,14 @@ def warm_start(args, dev, ckpt, peaks=None):
     if args.sft_steps > 0 and args.sft_full and args.quant == "none":
         if not os.path.isfile(os.path.join(sft_dir, "config.json")):
             model, tok = M.load_base(args.model, device=dev)
-            sft(model, tok, args, dev, peaks)
+            sft(model, tok, args, dev, peaks, track)
             M.save_model(sft_dir, model, tok)
             del model
         policy, tok = M.load_policy(sft_dir, args.quant, adapter=resume_adapter, **lora)
         return M.bound_activations(policy, args.quant), tok, sft_dir
     if args.sft_steps > 0 and not os.path.isfile(os.path.join(sft_adapter, "adapter_config.json")):
         policy, tok = M.load_policy(args.model, args.quant, **lora)
-        sft(policy, tok, args, dev, peaks)
+        sft(policy, tok, args, dev, peaks, track)
         policy.save_pretrained(sft_adapter)
         del policy
     if args.sft_steps > 0:  # RL continues the SFT adapter; its frozen copy is the reference
@@ -464,10 +472,10 @@ def sft_backward(policy, tok, batch, micro_batch, dev):
     return total
 
 
-def sft(policy, tok, args, dev, peaks=None):
+def sft(policy, tok, args, dev, peaks=None, track=None):
     """Cross-entropy on the assistant tokens of copy drills, then of fresh scripted episodes (never the same task
     twice). The learning rate warms up, stays flat through the drills, then decays (cosine) to 10%. `peaks` records
-    the phase's peak memory (plumbing/runs.Peaks)."""
+    the phase's peak memory (plumbing/runs.Peaks); `track` gets each step's loss (--track, plumbing/track.py)."""
     M.bound_activations(policy, args.quant)
     if peaks:
         peaks.start()
@@ -485,6 +493,8 @@ def sft(policy, tok, args, dev, peaks=None):
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{total:.3f}", phase="drills" if step < d else "tasks")
+        if track:
+            track.log("sft", {"loss": total}, step)
         if args.export and (step + 1) % 250 == 0 and step + 1 < n:  # a long build: a snapshot to evaluate meanwhile
             M.save_model(os.path.join(args.out, "sft_snapshot"), policy, tok)
     if peaks:

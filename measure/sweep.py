@@ -5,12 +5,15 @@
     python measure/sweep.py --jobs 2                         # two runs at once, one thread each (a 2-core machine)
     python measure/sweep.py --print-only                     # just print the tables of runs already in runs/
     python measure/sweep.py --print-only --plot curves.png   # and draw every run's training curves in one picture
+    python measure/sweep.py --track tensorboard              # then `tensorboard --logdir runs`: every run's curves
+    python measure/sweep.py --track wandb --wandb-project mosaic   # one wandb project (offline: WANDB_MODE=offline)
 
 Each run is a plain `python train.py --preset tiny --seed S --out runs/<name>-seed<S> [flags]` subprocess, so a
 killed sweep resumes: finished runs (those with a summary.json) are not run again, runs that started (their folder
 holds args.json) get --resume, which goes on with their own flags, and the others start. Every run
 starts from the same shipped base, whose build.json holds its numbers under the tiny preset's evaluation settings,
-so no run evaluates it again (their `seconds` count RL and the final evaluation only).
+so no run evaluates it again (their `seconds` count RL and the final evaluation only). --track (and --wandb-project)
+go to every run, so that seeds and ablations land in one dashboard, each run under its folder's name.
 """
 import argparse
 import json
@@ -83,16 +86,23 @@ if __name__ == "__main__":
     ap.add_argument("--print-only", action="store_true", help="do not train, print what is there")
     ap.add_argument("--out", default="runs", help="root folder of the runs")
     ap.add_argument("--plot", default="", help="also draw the runs' training curves into this PNG")
+    ap.add_argument("--track", choices=["tensorboard", "wandb"], help="passed to every train.py run: its steps and "
+                    "metrics in TensorBoard (tensorboard --logdir <--out>) or in one wandb project")
+    ap.add_argument("--wandb-project", default="mosaic", help="the wandb project of --track wandb")
     ap.error = lambda msg: sys.exit(f"error: {msg}")  # one line, not the usage block
     a = ap.parse_args()
     bad = bad_setting(files=[a.plot], dirs=[a.out])  # before any run: a --plot folder failed after all of them
     if bad:
         sys.exit(f"error: {bad}")
     todo = [(n, s) for n in (CONFIGS if a.ablations else ["pairwise-pg"]) for s in dict.fromkeys(a.seeds)]
+    tracking = []  # --track goes to every run: seeds and ablations in one dashboard
+    if a.track:
+        tracking = ["--track", a.track, "--wandb-project", a.wandb_project]
     os.makedirs(a.out, exist_ok=True)
     if not a.print_only:
         with ThreadPoolExecutor(max(1, a.jobs)) as pool:
-            for f in [pool.submit(run, n, s, CONFIGS[n], a.out, 1 if a.jobs > 1 else None) for n, s in todo]:
+            for f in [pool.submit(run, n, s, CONFIGS[n] + tracking, a.out, 1 if a.jobs > 1 else None)
+                      for n, s in todo]:
                 f.result()
     outs = [os.path.join(a.out, f"{n}-seed{s}") for n, s in todo]
     skipped = [o for o in outs if os.path.isfile(os.path.join(o, "summary.json")) and not finished(o)]

@@ -3,7 +3,8 @@ flags a run is made with and how --resume takes them back, an earlier run in --o
 start, atomic checkpoints, the log, before-RL numbers, peak memory, and what a preset costs on a CPU.
 
 A run in --out: args.json (its flags), before.json, log.jsonl (one line per RL step), ckpt/ (the last checkpoint),
-adapter/, curves.png, summary.json; sft/ or sft_adapter/ after an SFT warm start (docs/contracts.md, Outputs).
+adapter/, curves.png, summary.json; sft/ or sft_adapter/ after an SFT warm start; tb/ or wandb/ and wandb_id.txt
+with --track (plumbing/track.py; docs/contracts.md, Outputs).
 """
 import json
 import math
@@ -16,6 +17,7 @@ from dataclasses import asdict
 import torch
 
 import model as M
+from plumbing import track
 from plumbing.cli import bad_setting, parse_flags, write_atomic, write_folder_atomic
 
 
@@ -57,8 +59,8 @@ def run_flags(out):
 
 def parse(argv, Args, PRESETS):
     """train.py's Args from the command line over the preset's defaults; bad values exit with one line. With --resume, over the
-    run's own flags (its args.json) instead: flags typed again must equal the run's, except --steps, --save-every
-    and --compile; a folder that holds no run is one line."""
+    run's own flags (its args.json) instead: flags typed again must equal the run's, except --steps, --save-every,
+    --compile and the --track flags; a folder that holds no run is one line."""
     parse_flags(Args, argv)  # --help and argparse's errors, over Args' defaults
     typed = typed_flags(argv, Args)
     pre = typed.get("preset")  # the whole line: --preset as argparse reads it (--pre base, --preset=base)
@@ -102,8 +104,11 @@ def parse(argv, Args, PRESETS):
               (f"--seed must be below 2**32 in absolute value, not {args.seed}", abs(args.seed) < 2**32),
               (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
-              (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0)]
+              (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0),
+              (f"--track must be one of {' | '.join(track.KINDS)} (or left out), not '{args.track}'",
+               args.track in ("", *track.KINDS))]
     bad = bad or next((msg for msg, ok in rules if not ok), None)
+    bad = bad or (track.missing_package(args.track) if args.track else None)  # one line before any work
     if bad:
         sys.exit(f"error: {bad}")
     if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
@@ -180,13 +185,14 @@ def read_checkpoint(ckpt, args):
     return state, saved
 
 
-FREE_ON_RESUME = ("steps", "save_every", "resume", "out", "compile")  # out: the folder it is in, however spelled
+# out: the folder it is in, however spelled; the --track flags change where the numbers go, not the run
+FREE_ON_RESUME = ("steps", "save_every", "resume", "out", "compile", "track", "wandb_project", "wandb_name")
 
 
 def same_flags(made_with, args):
     """Exit with one line where `args` differ from the flags a run was made with, those of its checkpoint (parse
-    took `args` from the run's args.json; only --steps, --save-every, --compile and the spelling of --out may
-    change)."""
+    took `args` from the run's args.json; only --steps, --save-every, --compile, the --track flags and the spelling
+    of --out may change)."""
     now = asdict(args)
     changed = [k for k, v in made_with.items() if k not in FREE_ON_RESUME and now.get(k, v) != v]
     if changed:
@@ -212,7 +218,7 @@ def write_json(path, obj):
 
 
 RUN_FILES = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
-             "args.json", "curves.png"]
+             "args.json", "curves.png", "tb", "wandb", "wandb_id.txt"]
 
 
 def _remove(p):
@@ -298,12 +304,16 @@ class Run:
         self.log_path = os.path.join(args.out, "log.jsonl")
         if not os.path.exists(os.path.join(args.out, "args.json")):
             write_json(os.path.join(args.out, "args.json"), asdict(args))
+        # --track: the steps and metrics to TensorBoard or wandb too (plumbing/track.py; off: does nothing)
+        self.track = track.Tracker(args.track, args.out, asdict(args), args.wandb_project, args.wandb_name)
         if args.resume and self.ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
             print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
 
     def loaded(self, problem):
         """After the models load (problem: None, or why they cannot run): the earlier run set aside goes for good,
         or, on a problem, comes back and the run ends with one line."""
+        if problem:
+            self.track.close()  # an SFT before the problem may have opened it in the folders that go
         if self.aside:
             put_back_earlier_run(self.aside, self.args.out) if problem else shutil.rmtree(self.aside)
         if problem:
@@ -360,12 +370,13 @@ class Run:
         return start
 
     def step_done(self, rec, policy, opt):
-        """Log one RL step's record; checkpoint every --save-every steps and at the last."""
+        """Log one RL step's record (log.jsonl, and --track); checkpoint every --save-every steps and at the last."""
         step = rec["step"]
         rec["seconds"] = time.time() - self.t_start
         self.records.append(rec)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        self.track.log("rl", rec, step)
         if (step + 1) % self.args.save_every == 0 or step + 1 == self.args.steps:
             save_checkpoint(self.args.out, policy, opt, {"step": step + 1, "seconds": time.time() - self.t_start,
                                                          "args": asdict(self.args)})
@@ -375,12 +386,14 @@ class Run:
             self.peaks.end("rl")
 
     def finish(self, before, after, base):
-        """summary.json, and its numbers on stdout."""
+        """summary.json, and its numbers on stdout (and to --track)."""
         args = self.args
         summary = {"seconds": round(time.time() - self.t_start, 1), "peak_memory_gb": self.peaks.summary(),
                    "before": before, "after": after, "preset": args.preset, "model": args.model, "base": base,
                    "args": asdict(args)}
         write_json(os.path.join(args.out, "summary.json"), summary)
+        self.track.summary(before, after, args.steps)
+        self.track.close()
         mem = summary["peak_memory_gb"]
         print(f"\ndone in {summary['seconds']:.0f} s, peak memory (GB) " + ", ".join(
             f"{k} {mem[k]}" for k in ("sft", "rl") if mem[k]) + f", run gpu {mem['gpu']} rss {mem['rss']} -> "

@@ -103,3 +103,21 @@ def test_resumes_the_runs_that_started_and_starts_the_others(tmp_path, monkeypat
          "--resume"],
         [train, "--preset", "tiny", "--seed", "1", "--out", str(tmp_path / "pairwise-dpo-seed1"), "--loss", "dpo"]]
     assert not (tmp_path / "pairwise-dpo-seed1").exists()  # train.py makes it
+
+
+def test_track_goes_to_every_run(tmp_path):
+    """--track and --wandb-project reach each train.py run (its command line), and train.py reads them as its flags
+    (an unknown flag would be its first error; here it goes on to refuse the seed). A --track value no tracker has:
+    one line, before any run."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--out", str(tmp_path),
+                           "--seeds", str(2**32), "--track", "wandb", "--wandb-project", "p1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "no finished runs" in proc.stderr
+    assert proc.stdout.splitlines()[0].endswith(f"--out {tmp_path}/pairwise-pg-seed{2**32} --track wandb "
+                                                "--wandb-project p1")
+    log = (tmp_path / f"pairwise-pg-seed{2**32}.log").read_text()
+    assert "error: --seed must be below 2**32" in log, log
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "measure", "sweep.py"), "--out", str(tmp_path),
+                           "--track", "mlflow"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("error: argument --track: invalid choice: 'mlflow'")
+    assert proc.stdout == ""
