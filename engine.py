@@ -19,11 +19,41 @@ are padded to the first one's row count, columns fill left to right and are comp
 Simplifications: a DynamicCache concatenated at every token, or a static one (no paged cache, no LoRA merged for
 generation); a batch keeps the holes of rows still running (columns are cut only when no row uses them).
 """
+import contextlib
 import inspect
 
 import torch
 
 STATIC_COLUMNS = 1024  # the first length of a static KV cache (rollout's compile=True); it grows when short
+
+
+@contextlib.contextmanager
+def merged_lora(model):
+    """Generate with the active LoRA adapter folded into the frozen weights, where those are bf16 or fp16: an unmerged
+    adapter runs fp32 matmuls and dtype casts beside every bf16 one (about half of a SmolLM2 decode step on a CPU).
+    Each adapted weight is swapped for W + scale * B @ A (summed in fp32, rounded once to the weight's dtype) and the
+    adapters are disabled; on the way out the original tensors are put back untouched (never merged and unmerged:
+    subtracting in bf16 would drift). The merged copy costs one more set of the adapted weights while it lives.
+    fp32 bases (tiny), 4-bit bases, DoRA and other adapter kinds generate unmerged, exactly as before."""
+    from peft.tuners.lora import Linear, LoraLayer
+    name = getattr(model, "active_adapter", None)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not layers or not all(type(m) is Linear and name in m.lora_A and not m.use_dora.get(name, False)
+                             and m.get_base_layer().weight.dtype in (torch.bfloat16, torch.float16) for m in layers):
+        yield model
+        return
+    saved = []
+    try:
+        with torch.no_grad():
+            for m in layers:
+                w = m.get_base_layer().weight
+                saved.append((w, w.data))
+                w.data = (w.data.float() + m.get_delta_weight(name).float()).to(w.dtype)
+        with model.disable_adapter():
+            yield model
+    finally:
+        for w, data in saved:
+            w.data = data
 
 
 def end_ids(model, tok):
@@ -135,6 +165,34 @@ class KVBatch:
             logits = logits.masked_fill(~mask.bool().any(1, keepdim=True), 0.0)
         return logits
 
+    def _prefill(self, pending, B):
+        """Dynamic cache, first turn: each distinct prompt prefilled once, alone (no padding; the G samples of a group
+        share one), then stacked left-padded into the cache. fp32 logits after each row's prompt [B, V]."""
+        from transformers import DynamicCache
+        rows_of = {}
+        for r, p in pending.items():
+            rows_of.setdefault(tuple(p), []).append(r)
+        P = max(len(p) for p in rows_of)
+        parts, logits = [], [None] * B
+        for p, rows in rows_of.items():
+            cache = DynamicCache(config=self.base.config)
+            out = self.model(input_ids=torch.tensor([p], device=self.dev), cache=cache, use_cache=True, **self.head)
+            parts.append((rows, len(p), cache))
+            for r in rows:
+                logits[r] = out.logits[0, -1].float()
+        self.attn = torch.zeros((B, P), dtype=torch.long, device=self.dev)
+        for rows, n, _ in parts:
+            self.attn[rows, P - n:] = 1
+        for i in range(len(self.cache.layers)):
+            k0 = parts[0][2].layers[i].keys
+            keys = k0.new_zeros((B, k0.shape[1], P, k0.shape[3]))
+            values = keys.clone()
+            for rows, n, cache in parts:
+                keys[rows, :, P - n:] = cache.layers[i].keys[0]
+                values[rows, :, P - n:] = cache.layers[i].values[0]
+            self.cache.update(keys, values, i)
+        return torch.stack(logits)
+
     def select(self, keep):
         """Keep only the live episodes `keep` (indices into the live ones, in order). A dynamic cache drops the other
         rows and cuts the columns that no remaining row uses; a static one only forgets the rows."""
@@ -194,7 +252,10 @@ class KVBatch:
             ids[r, P - len(p):], mask[r, P - len(p):] = torch.tensor(p), 1
         if self.static:
             self._make_room(P + max_new_tokens)
-        logits = self._forward(ids.to(self.dev), mask.to(self.dev))
+        if not self.static and not any(self.n_cached):  # the first turn: the prompts
+            logits = self._prefill(pending, B)
+        else:
+            logits = self._forward(ids.to(self.dev), mask.to(self.dev))
         end_t = torch.tensor(ends, dtype=torch.long, device=self.dev)
         alive = torch.zeros(B, dtype=torch.bool)
         alive[rows] = True

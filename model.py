@@ -149,12 +149,44 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     return model, tok
 
 
+def native_bf16(device):
+    """Whether `device` runs bf16 matmuls in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX (as
+    oneDNN reports it). Elsewhere bf16 is emulated and slower than fp32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+DTYPES = ("auto", "bf16", "fp32")
+BF16_MIN_PARAMS = 20e6  # "auto" keeps smaller models in fp32: their time is overhead, and bf16 would cost precision
+
+
+def frozen_dtype(dtype, device, quant="none"):
+    """The dtype of frozen base weights under LoRA: "fp32"; "bf16" (a ModelError where the device has no native bf16);
+    "auto": bf16 where the device has it, else fp32 (load_policy keeps models under BF16_MIN_PARAMS in fp32)."""
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype '{dtype}': use auto, bf16 or fp32")
+    if quant == "4bit" or dtype == "fp32":  # 4-bit: bitsandbytes' compute dtype (_bnb_config)
+        return torch.float32
+    if native_bf16(device):
+        return torch.bfloat16
+    if dtype == "bf16":
+        raise ModelError(f"--dtype bf16: {torch.device(device).type} here has no native bf16 matmul (a CUDA GPU with "
+                         "bf16, or a CPU with AVX512-BF16 or AMX); use --dtype fp32")
+    return torch.float32
+
+
 def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=None, adapter=None, tiny_texts=None,
-                reference_adapter=None):
+                reference_adapter=None, dtype="auto"):
     """(model, tokenizer) ready to train: LoRA on all linear layers (a fresh adapter, or `adapter` DIR; adapter
     implies lora) over a base in fp32/bf16 or 4-bit NF4. The reference policy is `with reference(model):`, the base
     with adapters disabled, or, given `reference_adapter` DIR (the warm start's LoRA adapter), that adapter frozen.
-    lora=False: the whole model trains (quant="none"), or nothing does (a frozen 4-bit model, for evaluation)."""
+    lora=False: the whole model trains (quant="none"), or nothing does (a frozen 4-bit model, for evaluation).
+    dtype (frozen_dtype): of the base under LoRA; the LoRA weights (peft keeps them fp32) and the optimizer stay fp32;
+    without LoRA the model is fp32."""
     with _quiet():  # peft imports bitsandbytes
         from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -162,9 +194,13 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
     lora = lora or adapter is not None
     if adapter is not None and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
         raise ModelError(f"{adapter} holds no LoRA adapter (no adapter_config.json)")
-    # Frozen base weights may be bf16 on a GPU; weights that are trained in full stay fp32.
-    cuda_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
-    model, tok = load_base(name, quant, device, torch.bfloat16 if lora and cuda_bf16 else torch.float32, tiny_texts)
+    half = frozen_dtype(dtype, device, quant)
+    half = half if lora else torch.float32  # weights trained in full stay fp32
+    # The base loads in fp32 on the CPU (auto casts it after counting its parameters), in `half` on a GPU.
+    on_gpu = torch.device(device).type == "cuda"
+    model, tok = load_base(name, quant, device, half if on_gpu else torch.float32, tiny_texts)
+    if half != torch.float32 and not on_gpu and quant == "none" and (dtype == "bf16" or n_params(model) >= BF16_MIN_PARAMS):
+        model.to(half)
     with _quiet():
         if quant == "4bit":  # freezes the base, casts norms to fp32, gradient checkpointing
             model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
