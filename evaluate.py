@@ -302,6 +302,8 @@ class Args:
     """LoRA adapter directory for the --model of the same position ('none': no adapter) (repeatable)"""
     quant: str = "none"
     """none | 4bit, for every --model"""
+    dtype: str = "auto"
+    """the base under an adapter: auto (bf16 where the device runs it natively, for 20 M+ parameters) | bf16 | fp32"""
     split: str = "test"
     """train | test | ood"""
     tasks: str = ""
@@ -402,7 +404,8 @@ def main(argv=None):
         else:
             import model as M  # transformers is imported only when a model is evaluated
             try:
-                policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
+                policy, tok = M.load_policy(name, quant=args.quant, dtype=args.dtype, lora=adapter is not None,
+                                            adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
             problem = engine.cannot_run(policy, name, args.max_new_tokens, args.compile)
@@ -460,7 +463,8 @@ def evaluate_suite(args):
         if name not in rollout.SCRIPTED:
             import model as M
             try:
-                policy, tok = M.load_policy(name, quant=args.quant, lora=adapter is not None, adapter=adapter)
+                policy, tok = M.load_policy(name, quant=args.quant, dtype=args.dtype, lora=adapter is not None,
+                                            adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
         try:

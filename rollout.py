@@ -238,6 +238,8 @@ class Args:
     """a LoRA adapter directory (peft) to load on top of the model"""
     quant: str = "none"
     """none | 4bit"""
+    dtype: str = "auto"
+    """the base under a LoRA adapter: auto (bf16 where the device runs it natively, for 20 M+ parameters) | bf16 | fp32"""
     policy: str = ""
     """expert | naive: run a scripted agent instead of a model"""
     split: str = "test"
@@ -290,7 +292,7 @@ if __name__ == "__main__":
     else:
         import model as M
         try:
-            policy, tok = M.load_policy(args.model, quant=args.quant, lora=bool(args.adapter),
+            policy, tok = M.load_policy(args.model, quant=args.quant, dtype=args.dtype, lora=bool(args.adapter),
                                         adapter=args.adapter or None)
         except (M.ModelError, ValueError) as e:
             sys.exit(f"error: {e}")

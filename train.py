@@ -71,6 +71,9 @@ class Args:
     """tiny-base (the shipped base/) | tiny (random init) | smollm2-135m | a model directory | a hub id"""
     quant: str = "none"
     """none | 4bit (bitsandbytes NF4 base under LoRA)"""
+    dtype: str = "auto"
+    """of the frozen base under LoRA: auto (bf16 where the GPU or CPU runs bf16 natively, for models of 20 M parameters
+    or more; else fp32) | bf16 | fp32. LoRA weights and the optimizer are fp32 always"""
     out: str = "runs/tiny"
     """output directory"""
     seed: int = 0
@@ -408,7 +411,7 @@ def warm_start(args, dev, ckpt, peaks=None, track=None):
     scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter and is both the
     adapter RL continues and, frozen, the reference."""
     sft_dir, sft_adapter = os.path.join(args.out, "sft"), os.path.join(args.out, "sft_adapter")
-    lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev)
+    lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev, dtype=args.dtype)
     resume_adapter = os.path.join(ckpt, "adapter") if ckpt else None
     if args.sft_steps > 0 and args.sft_full and args.quant == "none":
         if not os.path.isfile(os.path.join(sft_dir, "config.json")):

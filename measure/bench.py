@@ -123,10 +123,22 @@ class Args:
     G x 8 (gradients accumulate over micro-batches) and the time a quarter of it (still minutes on 2 cores)"""
     smollm2_repeats: int = 1
     """repeats of each smollm2 measurement"""
+    precision: bool = True
+    """an RL iteration of `small` (SmolLM2-135M + LoRA), bf16 against fp32, each in a fresh process (--no-precision
+    skips it; it takes minutes per side on a CPU)"""
+    precision_tasks: int = 8
+    """tasks of that RL iteration (x --group-size samples; train.py's small preset: 8 x 4)"""
+    precision_max_steps: int = 6
+    """turns per episode of that RL iteration (train.py's small preset: 6)"""
+    precision_new_tokens: int = 96
+    """tokens per turn of that RL iteration (train.py's small preset: 96)"""
+    precision_sft_batch: int = 16
+    """sequences of the SFT step timed beside it (train.py's small preset: 16)"""
 
 
 QUICK = dict(episodes=4, new_tokens=8, loop_turns=1, max_steps=2, repeats=2, train_tasks=2, group_size=2,
-             train_max_tokens=128, smollm2_episodes=2, smollm2_train_tasks=1)
+             train_max_tokens=128, smollm2_episodes=2, smollm2_train_tasks=1, precision_tasks=1,
+             precision_max_steps=1, precision_new_tokens=4, precision_sft_batch=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -468,6 +480,110 @@ def profile(policy, tok, args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# 6. Precision: an RL iteration and an SFT step of `small`, bf16 against fp32, where the time goes
+
+class Clock:
+    """Seconds spent in the first-turn prefill, the later blocks a turn appends (tool results) and the decode steps
+    of engine.KVBatch: its two methods wrapped with timers (the measurement's own instrument)."""
+
+    def __init__(self):
+        self.t = {"prefill": 0.0, "append": 0.0, "decode": 0.0}
+        self.saved = engine.KVBatch._prefill, engine.KVBatch._forward
+        prefill, forward = self.saved
+
+        def timed_prefill(kv, pending, B):
+            t0 = time.perf_counter()
+            try:
+                return prefill(kv, pending, B)
+            finally:
+                self.t["prefill"] += time.perf_counter() - t0
+
+        def timed_forward(kv, ids, mask):
+            t0 = time.perf_counter()
+            try:
+                return forward(kv, ids, mask)
+            finally:
+                self.t["decode" if ids.shape[1] == 1 else "append"] += time.perf_counter() - t0
+        engine.KVBatch._prefill, engine.KVBatch._forward = timed_prefill, timed_forward
+
+    def close(self):
+        engine.KVBatch._prefill, engine.KVBatch._forward = self.saved
+
+
+def precision_worker(dtype, merge, n_tasks, group, max_steps, new_tokens, sft_batch, threads):
+    """In a fresh process: `small`'s LoRA policy with its base in `dtype`, generating with the adapter merged or not;
+    one RL iteration as train.rl_step runs it (rollout split into prefill / appends / decode / the rest, judge,
+    update: the reference forward for the KL, the policy's forward and backward, the optimizer step), then one SFT
+    step of sft_batch scripted sequences. Peak resident memory over both."""
+    if threads:
+        torch.set_num_threads(threads)
+    policy, tok = M.load_policy("smollm2-135m", dtype=dtype, device="cpu")
+    M.bound_activations(policy, "none")
+    targs = T.Args(**{**T.PRESETS["small"], "tasks_per_step": n_tasks, "group_size": group, "max_steps": max_steps,
+                      "max_new_tokens": new_tokens, "sft_batch": sft_batch})
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
+    reset_peak_rss()
+    if not merge:
+        merged, engine.merged_lora = engine.merged_lora, lambda model: contextlib.nullcontext(model)
+    clock = Clock()
+    t0 = time.perf_counter()
+    trajs = R.rollout(policy, T.sample_tasks(0, targs), tok, group_size=group, max_steps=max_steps,
+                      max_new_tokens=new_tokens, seed=0, progress=False)
+    t_roll = time.perf_counter() - t0
+    clock.close()
+    if not merge:
+        engine.merged_lora = merged
+    t1 = time.perf_counter()
+    advs = []
+    for s in range(0, len(trajs), group):
+        rs = J.group_rewards(trajs[s:s + group], targs.reward, None, targs.l0)
+        advs += J.advantages([x["reward"] for x in rs], targs.std_adv)
+    t2 = time.perf_counter()
+    policy.train()
+    with torch.no_grad():  # the reference forward alone (pg_update runs it once more, inside the update)
+        for s in range(0, len(trajs), targs.micro_batch):
+            T.masked_logprobs(policy, trajs[s:s + targs.micro_batch], tok, "cpu", reference=True)
+    t3 = time.perf_counter()
+    loss, _ = T.pg_update(policy, opt, tok, trajs, advs, targs, "cpu")
+    T.finish_step(policy, opt, targs, loss)
+    t4 = time.perf_counter()
+    batch = T.sft_batch(0, targs, tok)
+    opt.zero_grad(set_to_none=True)
+    T.sft_backward(policy, tok, batch, targs.micro_batch, "cpu")
+    opt.step()
+    t5 = time.perf_counter()
+    rest = t_roll - sum(clock.t.values())
+    return {"dtype": str(next(p for n, p in policy.named_parameters() if "lora_" not in n).dtype).split(".")[-1],
+            "merged": merge, "rl_iteration_s": r2(t_roll + (t2 - t1) + (t4 - t3), 1),
+            "rollout_s": r2(t_roll, 1), **{f"{k}_s": r2(v, 1) for k, v in clock.t.items()},
+            "loop_rest_s": r2(rest, 1), "judge_s": r2(t2 - t1, 3), "update_s": r2(t4 - t3, 1),
+            "reference_forward_s": r2(t3 - t2, 1), "sft_step_s": r2(t5 - t4, 1),
+            "model_tokens": sum(t["outcome"]["tokens"] for t in trajs),
+            "trajectory_tokens": sum(len(t["ids"]) for t in trajs), "episodes": len(trajs),
+            "format_error_share": r2(sum(t["outcome"]["format_errors"] > 0 for t in trajs) / len(trajs)),
+            "sft_sequences": len(batch), "peak_rss_gb": r2((_status_mb("VmHWM") or 0) / 1024, 2)}
+
+
+def precision(args):
+    """precision_worker for fp32 (generation unmerged: the fp32 path as it was), bf16 unmerged and bf16 merged (the
+    default), each in a fresh process, one after the other. The LoRA adapter is fresh (zero B: the base's turns)."""
+    out = {}
+    for label, dtype, merge in (("fp32", "fp32", False), ("bf16_unmerged", "bf16", False), ("bf16", "bf16", True)):
+        print(f"precision: small, {label} (fresh process) ...", flush=True)
+        try:
+            M.frozen_dtype(dtype, "cpu")
+        except M.ModelError as e:
+            out[label] = {"skipped": str(e)}
+            continue
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            out[label] = pool.submit(precision_worker, dtype, merge, args.precision_tasks, args.group_size,
+                                     args.precision_max_steps, args.precision_new_tokens, args.precision_sft_batch,
+                                     args.threads).result()
+        print("  " + ", ".join(f"{k} {v}" for k, v in out[label].items()), flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Reporting
 
 def print_table(rep):
@@ -559,6 +675,13 @@ def main(argv=None):
                 res["train_step"][quant] = {"skipped": str(e)}
         rep["models"][label] = res
         write(args.out, rep)  # a partial report survives a later failure
+
+    if args.precision:
+        try:
+            rep["precision"] = precision(args)
+        except M.ModelError as e:
+            rep["precision"] = {"skipped": str(e)}
+        write(args.out, rep)
 
     tiny = rep["models"].get("tiny", {})
     rep["loop_vs_generate"] = tiny.get("loop_vs_generate", {}).get("ratio")

@@ -109,6 +109,10 @@ def parse(argv, Args, PRESETS):
                args.track in ("", *track.KINDS))]
     bad = bad or next((msg for msg, ok in rules if not ok), None)
     bad = bad or (track.missing_package(args.track) if args.track else None)  # one line before any work
+    try:  # --dtype bf16 where the device has no native bf16: one line here, not a slow or failing kernel later
+        M.frozen_dtype(args.dtype, "cuda" if torch.cuda.is_available() else "cpu", args.quant)
+    except M.ModelError as e:
+        bad = bad or str(e)
     if bad:
         sys.exit(f"error: {bad}")
     if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):

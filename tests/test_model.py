@@ -302,3 +302,20 @@ def test_smollm2_converts_once_and_generates(monkeypatch):
     out = model.generate(**batch, max_new_tokens=5, do_sample=False)
     new = out[:, batch.input_ids.shape[1]:]
     assert new.shape[1] >= 1 and tok.decode(new[0], skip_special_tokens=True).strip()
+
+
+def test_dtype_auto_bf16_fp32_and_a_cpu_without_bf16(tiny_dir, monkeypatch):
+    """--dtype: auto keeps a model under 20 M parameters (tiny) in fp32 and puts a bigger one's frozen base in bf16
+    where the CPU runs it natively; bf16 asks for it whatever the size; LoRA weights are fp32 always. Where the CPU
+    has no native bf16 (oneDNN says so), bf16 is one line and auto is fp32."""
+    dtypes = lambda m: ({p.dtype for n, p in m.named_parameters() if "lora_" not in n},
+                        {p.dtype for n, p in m.named_parameters() if "lora_" in n})
+    assert dtypes(M.load_policy(tiny_dir, device="cpu")[0]) == ({torch.float32}, {torch.float32})
+    assert dtypes(M.load_policy(tiny_dir, device="cpu", dtype="fp32")[0]) == ({torch.float32}, {torch.float32})
+    assert "unknown dtype" in one_line_error(tiny_dir, dtype="fp16")
+    if M.native_bf16("cpu"):
+        assert dtypes(M.load_policy(tiny_dir, device="cpu", dtype="bf16")[0]) == ({torch.bfloat16}, {torch.float32})
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not M.native_bf16("cpu")
+    assert "no native bf16" in one_line_error(tiny_dir, dtype="bf16")
+    assert M.frozen_dtype("auto", "cpu") == torch.float32

@@ -661,6 +661,20 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
     assert runs.cpu_warning(T.parse(["--preset", "small"])) is None
 
 
+def test_dtype_bf16_without_native_bf16_is_one_line_before_any_work(monkeypatch):
+    """--dtype bf16 on a CPU that has no native bf16 (oneDNN says so) is one line from parse, before any model loads;
+    --dtype auto goes on in fp32 there; an unknown dtype is one line too."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as ei:
+        T.parse(["--preset", "tiny", "--dtype", "bf16"])
+    assert str(ei.value.code).startswith("error: --dtype bf16: cpu here has no native bf16 matmul")
+    assert T.parse(["--preset", "tiny", "--dtype", "auto"]).dtype == "auto"
+    with pytest.raises(SystemExit) as ei:
+        T.parse(["--preset", "tiny", "--dtype", "half"])
+    assert str(ei.value.code) == "error: unknown dtype 'half': use auto, bf16 or fp32"
+
+
 def test_empty_out_is_one_line_before_any_work():
     """--out '' names no folder: one line from parse (it was a FileNotFoundError traceback from os.makedirs)."""
     with pytest.raises(SystemExit) as ei:
