@@ -361,6 +361,9 @@ class Run:
             log = read_log(self.log_path, start)
             self.t_start -= float(self.state.get("seconds", 0.0))
             print(f"resumed from {self.ckpt} at step {start}")
+            if self.state.get("processes", 1) != dist.world():  # each rank seeds its share: (seed, step, rank)
+                print(f"note: the run had {self.state.get('processes', 1)} processes, now {dist.world()}: the update "
+                      "is the same for the same trajectories, but the steps from here sample other ones")
         if self.main:
             write_atomic(self.log_path, [json.dumps(r) + "\n" for r in log])
         self.start, self.records = start, log
@@ -378,7 +381,7 @@ class Run:
             f.write(json.dumps(rec) + "\n")
         if (step + 1) % self.args.save_every == 0 or step + 1 == self.args.steps:
             save_checkpoint(self.args.out, policy, opt, {"step": step + 1, "seconds": time.time() - self.t_start,
-                                                         "args": asdict(self.args)})
+                                                         "args": asdict(self.args), "processes": dist.world()})
 
     def rl_done(self):
         if self.start < self.args.steps:
@@ -389,7 +392,7 @@ class Run:
         args = self.args
         summary = {"seconds": round(time.time() - self.t_start, 1), "peak_memory_gb": self.peaks.summary(),
                    "before": before, "after": after, "preset": args.preset, "model": args.model, "base": base,
-                   "args": asdict(args)}
+                   "args": asdict(args), "processes": dist.world()}
         if not self.main:
             return summary
         write_json(os.path.join(args.out, "summary.json"), summary)
