@@ -1,5 +1,5 @@
-"""Data parallelism under torchrun for train.py (a reader does not need this file to understand MOSAIC): every
-function here does nothing, or returns its input, in a run of one process.
+"""Data parallelism under torchrun for train.py (a reader does not need this file to understand MOSAIC). In a run of
+one process (no torchrun) every function here does nothing but return its input (init: the device).
 
     torchrun --standalone --nproc_per_node 2 train.py [flags]     # 2 processes: 2 GPUs (nccl), or 2 CPU ranks (gloo)
 
