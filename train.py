@@ -45,7 +45,7 @@ import judge as J
 import model as M
 import rollout as R
 import tasks as T
-from plumbing import runs
+from plumbing import dist, runs
 from plumbing.report import plot_curves
 
 PRESETS = {
@@ -195,31 +195,40 @@ def dpo_loss(logp_w, logp_l, ref_w, ref_l, beta=0.1):
 # One RL iteration: rollouts, the judge, one update
 
 def rl_step(policy, opt, tok, step, args, dev, judge):
-    """One RL iteration: rollouts, judge, one update. Returns the log record."""
+    """One RL iteration: rollouts, judge, one update. Returns the log record.
+    Under torchrun (plumbing/dist.py) each process rolls out and judges its share of the tasks, whole groups, with
+    sampling seeded by (seed, step, rank); the update is the one-process update over every process's trajectories;
+    the record describes the whole step. Without torchrun the dist calls change nothing."""
     t0 = time.time()
-    tasks = sample_tasks(step, args)
+    tasks = dist.my_share(sample_tasks(step, args))
     trajs = R.rollout(policy, tasks, tok, group_size=args.group_size, temperature=args.temperature,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch,
-                      seed=args.seed * 100003 + step, progress=False, compile=args.compile)
+                      seed=(args.seed * 100003 + step) * dist.world() + dist.rank(), progress=False,
+                      compile=args.compile)
     t1 = time.time()
     rewards, used, advs, pairs = judge_groups(trajs, args, judge)
     t2 = time.time()
     loss, kl, stepped = 0.0, 0.0, False
+    n_used, n_pairs = dist.total(len(used)), dist.total(len(pairs))  # in every process's groups
     for _ in range(args.ppo_epochs):
-        if args.loss == "pg" and used:
+        if args.loss == "pg" and n_used:
             loss, kl = pg_update(policy, opt, tok, used, advs, args, dev)
-        elif args.loss == "dpo" and pairs:
+        elif args.loss == "dpo" and n_pairs:
             loss, kl = dpo_update(policy, opt, tok, pairs, args, dev)
         else:
             break
         stepped = finish_step(policy, opt, args, loss)
+    # the record describes the whole step: every process's tasks, rewards and outcomes, in the tasks' order
+    task_ids = dist.gather([t["id"] for t in tasks])
+    rewards = dist.gather(rewards)
+    outcomes = dist.gather([{"category": t["category"], "outcome": t["outcome"]} for t in trajs])
     rw = [x["reward"] for x in rewards]
-    return {"step": step, "task_ids": [t["id"] for t in tasks], "loss": loss, "kl": kl, "updated": stepped,
+    return {"step": step, "task_ids": task_ids, "loss": loss, "kl": kl, "updated": stepped,
             "reward_mean": sum(rw) / len(rw), "reward_std": float(torch.tensor(rw).std()),
             "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
             "format_mean": sum(x["format"] for x in rewards) / len(rewards),
-            "used": len(used) if args.loss == "pg" else len(pairs), **batch_stats(trajs),
-            "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": time.time() - t2}
+            "used": n_used if args.loss == "pg" else n_pairs, **batch_stats(outcomes),
+            "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": time.time() - t2}  # rank 0's clock
 
 
 def sample_tasks(step, args):
@@ -252,6 +261,7 @@ def judge_groups(trajs, args, judge):
 
 
 def batch_stats(trajs):
+    """The step's rates and mean tokens, from each trajectory's category and outcome."""
     def rate(xs):
         return sum(xs) / len(xs) if xs else None
     cat = lambda c: [t["outcome"] for t in trajs if t["category"] == c]
@@ -279,10 +289,11 @@ def pg_update(policy, opt, tok, trajs, advs, args, dev):
     """One pass of accumulated micro-batches over trajectories with non-zero advantage. Returns (loss, kl).
     Micro-batches hold trajectories of similar length, so little of them is padding (64 of tiny's trajectories: 1.6x
     faster on the CPU; `python train.py`, whose batches are smaller: 80 -> 71 s of updates, the same run). The loss is
-    a sum over the whole batch: the order changes nothing else."""
+    a sum over the whole batch: the order changes nothing else. Under torchrun `trajs` is this process's share, the
+    normaliser the whole batch's, and the returned loss and kl the whole batch's."""
     order = sorted(range(len(trajs)), key=lambda i: len(trajs[i]["ids"]))
     trajs, advs = [trajs[i] for i in order], [advs[i] for i in order]
-    n_tokens = sum(sum(t["mask"]) for t in trajs)
+    n_tokens = dist.total(sum(sum(t["mask"]) for t in trajs))  # over every process's trajectories
     tot_loss, tot_kl = 0.0, 0.0
     opt.zero_grad(set_to_none=True)
     for s in range(0, len(trajs), args.micro_batch):
@@ -293,13 +304,14 @@ def pg_update(policy, opt, tok, trajs, advs, args, dev):
         loss.backward()
         tot_loss += loss.item()
         tot_kl += kl.item() * mask.sum().item() / n_tokens  # the batch's mean over tokens, as the loss
-    return tot_loss, tot_kl
+    return dist.total(tot_loss), dist.total(tot_kl)  # each process holds its share of the sums
 
 
 def dpo_update(policy, opt, tok, pairs, args, dev):
     """DPO over judged (winner, loser) pairs, accumulated in micro-batches of pairs of similar length. Returns
-    (loss, 0)."""
+    (loss, 0). Under torchrun `pairs` is this process's share, the mean over every process's pairs."""
     pairs = sorted(pairs, key=lambda p: max(len(p[0]["ids"]), len(p[1]["ids"])))
+    n_pairs = dist.total(len(pairs))
     opt.zero_grad(set_to_none=True)
     tot = 0.0
     step = max(1, args.micro_batch // 2)
@@ -308,15 +320,17 @@ def dpo_update(policy, opt, tok, pairs, args, dev):
         ref, mask, _ = masked_logprobs(policy, mb, tok, dev, reference=True)
         logp, _, _ = masked_logprobs(policy, mb, tok, dev)
         seq, ref_seq = (logp * mask).sum(-1), (ref * mask).sum(-1)
-        loss = dpo_loss(seq[0::2], seq[1::2], ref_seq[0::2], ref_seq[1::2], args.dpo_beta) * len(mb) / 2 / len(pairs)
+        loss = dpo_loss(seq[0::2], seq[1::2], ref_seq[0::2], ref_seq[1::2], args.dpo_beta) * len(mb) / 2 / n_pairs
         loss.backward()
         tot += loss.item()
-    return tot, 0.0
+    return dist.total(tot), 0.0
 
 
 def finish_step(policy, opt, args, loss):
-    """Clip, step, or skip (with a warning) when the loss or the gradients are not finite."""
+    """Clip, step, or skip (with a warning) when the loss or the gradients are not finite. Under torchrun the
+    gradients are first summed over the processes (each holds its share), so every process steps alike."""
     params = [p for p in policy.parameters() if p.requires_grad]
+    dist.sum_grads(params)
     norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
     if not (math.isfinite(loss) and torch.isfinite(norm)):
         warnings.warn(f"non-finite loss or gradient (loss={loss}, grad norm={norm}): step skipped")
@@ -345,26 +359,28 @@ def collate(trajs, pad_id, device):
 # main
 
 def main(argv=None):
+    dev = dist.init()  # under torchrun: this process's device, in the group of processes (plumbing/dist.py)
     args = parse(sys.argv[1:] if argv is None else argv)
     warn = runs.cpu_warning(args)
     if warn:
         print(warn, flush=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     run = runs.Run(args)  # --out: an earlier run set aside, or the checkpoint --resume continues
-    print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}")
+    print(f"device {dev}, preset {args.preset}, model {args.model}, quant {args.quant}, out {args.out}"
+          + (f", {dist.world()} processes" if dist.world() > 1 else ""))
 
     # --- 0. the warm start (and an LLM judge: a bad name fails here, not after the evaluation), before RL
-    try:
-        policy, tok, base = warm_start(args, dev, run.ckpt, run.peaks, run.track)
-        judge = None
-        if args.judge != "rules":
-            jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
-            judge = J.LLMJudge(jm.eval(), jt)
-        problem = engine.cannot_run(policy, args.model, args.max_new_tokens, args.compile)
-    except M.ModelError as e:  # bad names, folders, adapters, judges (model.py makes every load error one)
-        problem = str(e)
+    with dist.rank_0_first():  # under torchrun, rank 0 alone runs an SFT warm start; the others load its result
+        try:
+            policy, tok, base = warm_start(args, dev, run.ckpt, run.peaks, run.track)
+            judge = None
+            if args.judge != "rules":
+                jm, jt = M.load_base(args.model if args.judge == "llm" else args.judge, args.quant, dev)
+                judge = J.LLMJudge(jm.eval(), jt)
+            problem = engine.cannot_run(policy, args.model, args.max_new_tokens, args.compile)
+        except M.ModelError as e:  # bad names, folders, adapters, judges (model.py makes every load error one)
+            problem = str(e)
     run.loaded(problem)  # a problem: one line, and the earlier run in --out is back
     print(f"policy: {base} + LoRA r={args.lora_r}: {M.n_params(policy, trainable=True) / 1e6:.2f} M trainable of "
           f"{M.n_params(policy) / 1e6:.1f} M")
@@ -375,7 +391,7 @@ def main(argv=None):
     # --- 1. RL
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = run.resume(opt)  # a checkpoint's step, optimizer and RNG state; run.records holds the log so far
-    bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps)
+    bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps, disable=not dist.is_main())
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)
         run.step_done(rec, policy, opt)  # log.jsonl, and a checkpoint every --save-every steps
@@ -385,8 +401,9 @@ def main(argv=None):
     # --- 2. after RL
     after = {}
     if args.steps > 0:
-        policy.save_pretrained(os.path.join(args.out, "adapter"), selected_adapters=["default"])
-        plot_curves({args.out: run.records}, os.path.join(args.out, "curves.png"))
+        if dist.is_main():  # every process holds the same adapter
+            policy.save_pretrained(os.path.join(args.out, "adapter"), selected_adapters=["default"])
+            plot_curves({args.out: run.records}, os.path.join(args.out, "curves.png"))
         after = eval_splits(policy, tok, args, "after")
     for split in ("test", "ood"):
         if split in before:
@@ -394,7 +411,9 @@ def main(argv=None):
             print(f"\n{split}\n" + E.format_table(cols))
             if any("behaviour" in c for c in cols.values()):  # what the agent did, from which the rates come
                 print("\n" + E.format_behaviour(cols))
-    return run.finish(before, after, base)
+    summary = run.finish(before, after, base)
+    dist.close()
+    return summary
 
 
 def parse(argv):
@@ -506,13 +525,17 @@ def sft(policy, tok, args, dev, peaks=None, track=None):
 
 
 def eval_splits(policy, tok, args, label):
-    """{split: the metrics and what the agent did} on test and ood ({} with --eval-episodes 0)."""
+    """{split: the metrics and what the agent did} on test and ood ({} with --eval-episodes 0). Under torchrun each
+    process runs its share of the tasks and the metrics come from every process's episodes (greedy: the numbers of
+    one process, up to what other batches' padding changes in float arithmetic)."""
     res = {}
     for split in ("test", "ood") if args.eval_episodes > 0 else ():
         tasks = R.pick_tasks(T.make_split(split), args.eval_episodes)
-        m, trajs = E.evaluate(policy, tasks, tok, label=f"{label} {split}", max_steps=args.max_steps,
-                              max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile)
-        res[split] = {**m, "behaviour": E.behaviour(trajs)}
+        _, trajs = E.evaluate(policy, dist.my_share(tasks), tok, label=f"{label} {split}", max_steps=args.max_steps,
+                              max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile,
+                              progress=dist.is_main())
+        trajs = dist.gather(trajs)  # every process's episodes, in the tasks' order
+        res[split] = {**E.metrics(trajs), "behaviour": E.behaviour(trajs)}
     return res
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict
 import torch
 
 import model as M
-from plumbing import track
+from plumbing import dist, track
 from plumbing.cli import bad_setting, parse_flags, write_atomic, write_folder_atomic
 
 
@@ -106,7 +106,9 @@ def parse(argv, Args, PRESETS):
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0),
               (f"--track must be one of {' | '.join(track.KINDS)} (or left out), not '{args.track}'",
-               args.track in ("", *track.KINDS))]
+               args.track in ("", *track.KINDS)),
+              (f"--tasks-per-step {args.tasks_per_step} does not split evenly over the {dist.world()} processes "
+               f"torchrun started: make it a multiple of {dist.world()}", args.tasks_per_step % dist.world() == 0)]
     bad = bad or next((msg for msg, ok in rules if not ok), None)
     bad = bad or (track.missing_package(args.track) if args.track else None)  # one line before any work
     try:  # --dtype bf16 where the device has no native bf16: one line here, not a slow or failing kernel later
@@ -295,21 +297,23 @@ class Peaks:
 # One run in --out, as train.main goes through it
 
 class Run:
-    """The bookkeeping of one train.py run in args.out: what main needs around the algorithm, in main's order."""
+    """The bookkeeping of one train.py run in args.out: what main needs around the algorithm, in main's order.
+    Under torchrun (plumbing/dist.py) rank 0 alone writes the folder (self.main); every rank reads the checkpoint."""
 
     def __init__(self, args):
         """Make --out; set an earlier run there aside (a new start) or find the checkpoint (--resume); write
         args.json, the run's flags (parse took a resumed run's flags from it)."""
-        self.args, self.t_start, self.peaks = args, time.time(), Peaks()
+        self.args, self.t_start, self.peaks, self.main = args, time.time(), Peaks(), dist.is_main()
         os.makedirs(args.out, exist_ok=True)
-        self.aside = set_aside_earlier_run(args.out, args.resume)  # removed once the models load
+        self.aside = set_aside_earlier_run(args.out, args.resume) if self.main else None  # removed once models load
         self.ckpt = latest_checkpoint(args.out) if args.resume else None
         self.state, self.saved = read_checkpoint(self.ckpt, args) if self.ckpt else (None, None)
         self.log_path = os.path.join(args.out, "log.jsonl")
-        if not os.path.exists(os.path.join(args.out, "args.json")):
+        if self.main and not os.path.exists(os.path.join(args.out, "args.json")):
             write_json(os.path.join(args.out, "args.json"), asdict(args))
         # --track: the steps and metrics to TensorBoard or wandb too (plumbing/track.py; off: does nothing)
-        self.track = track.Tracker(args.track, args.out, asdict(args), args.wandb_project, args.wandb_name)
+        self.track = track.Tracker(args.track if self.main else "", args.out, asdict(args), args.wandb_project,
+                                   args.wandb_name)  # under torchrun rank 0 alone tracks
         if args.resume and self.ckpt is None and os.path.exists(os.path.join(args.out, "before.json")):
             print(f"resume: no RL checkpoint in {args.out} yet; RL starts at step 0 (a finished warm start is reused)")
 
@@ -343,11 +347,14 @@ class Run:
                   "nothing)")
         else:
             before = evaluate()
-        write_json(path, before)
+        if self.main:
+            write_json(path, before)
         return before
 
     def export(self, base, tok, before):
         """--export (the base build): the fully fine-tuned SFT model, in fp32 as evaluated, with build.json."""
+        if not self.main:
+            return
         M.save_model(self.args.export, M.load_base(base, device="cpu")[0], tok)
         write_json(os.path.join(self.args.export, "build.json"), {
             "seconds": round(time.time() - self.t_start, 1), "metrics": before, "args": asdict(self.args)})
@@ -368,7 +375,11 @@ class Run:
             log = read_log(self.log_path, start)
             self.t_start -= float(self.state.get("seconds", 0.0))
             print(f"resumed from {self.ckpt} at step {start}")
-        write_atomic(self.log_path, [json.dumps(r) + "\n" for r in log])
+            if self.state.get("processes", 1) != dist.world():  # each rank seeds its share: (seed, step, rank)
+                print(f"note: the run had {self.state.get('processes', 1)} processes, now {dist.world()}: the update "
+                      "is the same for the same trajectories, but the steps from here sample other ones")
+        if self.main:
+            write_atomic(self.log_path, [json.dumps(r) + "\n" for r in log])
         self.start, self.records = start, log
         self.peaks.start()
         return start
@@ -378,12 +389,14 @@ class Run:
         step = rec["step"]
         rec["seconds"] = time.time() - self.t_start
         self.records.append(rec)
+        if not self.main:
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         self.track.log("rl", rec, step)
         if (step + 1) % self.args.save_every == 0 or step + 1 == self.args.steps:
             save_checkpoint(self.args.out, policy, opt, {"step": step + 1, "seconds": time.time() - self.t_start,
-                                                         "args": asdict(self.args)})
+                                                         "args": asdict(self.args), "processes": dist.world()})
 
     def rl_done(self):
         if self.start < self.args.steps:
@@ -394,7 +407,9 @@ class Run:
         args = self.args
         summary = {"seconds": round(time.time() - self.t_start, 1), "peak_memory_gb": self.peaks.summary(),
                    "before": before, "after": after, "preset": args.preset, "model": args.model, "base": base,
-                   "args": asdict(args)}
+                   "args": asdict(args), "processes": dist.world()}
+        if not self.main:
+            return summary
         write_json(os.path.join(args.out, "summary.json"), summary)
         self.track.summary(before, after, args.steps)
         self.track.close()
