@@ -176,7 +176,9 @@ class KVBatch:
         parts, logits = [], [None] * B
         for p, rows in rows_of.items():
             cache = DynamicCache(config=self.base.config)
-            out = self.model(input_ids=torch.tensor([p], device=self.dev), cache=cache, use_cache=True, **self.head)
+            ids = torch.tensor([p], device=self.dev)
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(
+                len(p), device=self.dev)[None], cache=cache, use_cache=True, **self.head)
             parts.append((rows, len(p), cache))
             for r in rows:
                 logits[r] = out.logits[0, -1].float()
