@@ -319,3 +319,40 @@ def test_dtype_auto_bf16_fp32_and_a_cpu_without_bf16(tiny_dir, monkeypatch):
     assert not M.native_bf16("cpu")
     assert "no native bf16" in one_line_error(tiny_dir, dtype="bf16")
     assert M.frozen_dtype("auto", "cpu") == torch.float32
+
+
+def test_rows_alone_give_the_batched_logprobs_and_gradients():
+    """On a CPU, a padded batch of a model of hidden size >= 512 runs row by row without its padding (SDPA's causal
+    kernel instead of its masked path): the log-probs and the LoRA gradients equal the batched forward's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=512, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules="all-linear"))
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    ids = torch.randint(0, 300, (3, 40))
+    attn = torch.ones(3, 40, dtype=torch.long)
+    attn[0, :15], attn[2, :30] = 0, 0
+    where = (attn[:, :-1] * attn[:, 1:]).bool() & (torch.rand(3, 39) > 0.3)  # within the rows
+    assert M._rows_alone(model, attn) and not M._rows_alone(model, torch.ones_like(attn))
+    assert not M._rows_alone(model, attn.flip(-1))  # right padding: the batch as it is
+
+    def run(rows):
+        model.zero_grad()
+        if rows:
+            lp = M.token_logprobs(model, ids, attn, where=where)
+        else:  # the batched path, as any model below the size rule takes it
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                         position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).last_hidden_state[:, :-1]
+            lp = torch.zeros(where.shape)
+            lp[where] = M._logprob_of(model.get_output_embeddings()(hidden[where]), ids[:, 1:][where])
+        (lp * where).sum().backward()
+        return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    lp_rows, g_rows = run(True)
+    lp_batch, g_batch = run(False)
+    assert (lp_rows[~where] == 0).all() and torch.allclose(lp_rows, lp_batch, atol=1e-5)
+    for n in g_batch:
+        assert torch.allclose(g_rows[n], g_batch[n], atol=1e-5, rtol=1e-4), n
