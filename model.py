@@ -154,7 +154,10 @@ def native_bf16(device):
     oneDNN reports it). Elsewhere bf16 is emulated and slower than fp32."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        except (AssertionError, RuntimeError):  # a torch without CUDA asked about a CUDA device
+            return False
     if dev.type == "cpu":
         return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False

@@ -54,7 +54,7 @@ PRESETS = {
                  steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
                  max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
-    "small": dict(model="smollm2-135m", quant="4bit", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
+    "small": dict(model="smollm2-135m", quant="none", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
                   lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
                   tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,

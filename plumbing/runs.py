@@ -128,10 +128,13 @@ def parse(argv, Args, PRESETS):
     return args
 
 
-# Seconds per SFT step of `small` (SmolLM2-135M, 16 sequences) on this repository's 2-core CPU machine without CUDA:
-# 4-bit measured 2026-12-02; fp32 (--quant none, micro-batches of 8, gradient checkpointing) on one thread of a CPU
-# shared with other jobs (50% of a core; 152 s of CPU time), peak resident memory 14.9 GB.
-CPU_SFT_STEP_S = {"4bit": 281, "none": 353}
+# Seconds of `small` (SmolLM2-135M + LoRA) on 2-core CPUs without CUDA: (one SFT step of 16 sequences, one RL
+# iteration of 8 tasks x 4 samples x 6 turns x 96 tokens, None: not measured). bf16: a frozen bf16 base (--dtype auto
+# where the CPU has AVX512-BF16 or AMX), measure/bench.py's precision section on an AMD EPYC with AVX512-BF16, one
+# thread, the other core busy, 2026-12-06 (the untrained adapter writes every turn to the 96-token limit; peak
+# resident memory 14.1 GB). fp32 (--dtype fp32): 2026-12-02, micro-batches of 8, one shared thread, 14.9 GB. 4-bit:
+# 2026-12-02.
+CPU_COST_S = {"bf16": (164, 1347), "fp32": (353, None), "4bit": (281, None)}
 
 
 def cpu_warning(args):
@@ -142,12 +145,15 @@ def cpu_warning(args):
     demo = "for the CPU demo run `python train.py --preset tiny` (~5 min)"
     if args.preset == "paper":
         return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
-                f"takes ~{CPU_SFT_STEP_S['4bit']} s a step here in 4-bit: days or more; {demo}")
-    s = CPU_SFT_STEP_S[args.quant]
-    return (f"warning: --preset small on a CPU (no CUDA GPU): ~{s} s per SFT step "
-            f"{'in 4-bit' if args.quant == '4bit' else 'in fp32'} (measured on a 2-core CPU), so its {args.sft_steps} "
-            f"SFT steps take ~{args.sft_steps * s / 3600:.1f} h, then {args.steps} RL iterations and the evaluations; "
-            f"{demo}")
+                f"takes ~{CPU_COST_S['bf16'][0]} s a step here in bf16: days or more; {demo}")
+    kind = "4bit" if args.quant == "4bit" else "bf16" if M.frozen_dtype(args.dtype, "cpu") == torch.bfloat16 else "fp32"
+    sft, rl = CPU_COST_S[kind]
+    hours = args.sft_steps * sft / 3600 + (args.steps * rl / 3600 if rl else 0)
+    rl_text = f" and ~{rl} s per RL iteration" if rl else ""
+    return (f"warning: --preset small on a CPU (no CUDA GPU): ~{sft} s per SFT step{rl_text} in {kind} (measured on a "
+            f"2-core CPU, one thread), so its {args.sft_steps} SFT steps"
+            + (f" and {args.steps} RL iterations take ~{hours:.1f} h, then the evaluations" if rl else
+               f" take ~{hours:.1f} h, then {args.steps} RL iterations and the evaluations") + f"; {demo}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
