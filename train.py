@@ -23,8 +23,10 @@ The run-folder bookkeeping (resume, checkpoints, flag checks) lives in plumbing/
 
 Simplifications and deviations from the paper:
 - The default judge is a rules judge over environment outcomes, not an LLM (`--judge llm` uses one).
-- Old log-probs come from generation (temperature 1); with one update per batch the ratio is 1 and the clipped
-  objective reduces to plain policy gradient. Loss normalised per token over the whole batch.
+- One update per batch (the default) is on-policy: the ratio's denominator is the training forward's own log-prob
+  (detached), so the ratio is 1 and the clipped objective is plain policy gradient. The log-probs stored at
+  generation (temperature 1) are that denominator only with --ppo-epochs > 1; with a bf16 base they differ from the
+  training forward's by rounding (SmolLM2: 0.04-0.05 per token on average). Loss normalised per token over the batch.
 - Groups whose rewards are all equal carry no signal for pg and are skipped (DPO keeps their strict pairs).
 """
 import math
@@ -300,6 +302,8 @@ def pg_update(policy, opt, tok, trajs, advs, args, dev):
         mb, adv = trajs[s:s + args.micro_batch], torch.tensor(advs[s:s + args.micro_batch], device=dev)
         ref = masked_logprobs(policy, mb, tok, dev, reference=True)[0] if args.kl_coef > 0 else None
         logp, mask, old = masked_logprobs(policy, mb, tok, dev)
+        if args.ppo_epochs == 1:  # on-policy: the ratio is 1 (a bf16 sampler's log-probs differ from these by rounding)
+            old = logp.detach()
         loss, kl = pg_loss(logp, old, ref, adv, mask, args.clip_eps, args.kl_coef, n_tokens)
         loss.backward()
         tot_loss += loss.item()

@@ -299,6 +299,27 @@ def slow_token_logprobs(policy, t, reference=False):
     return {k: logits[k - 1].log_softmax(-1)[t["ids"][k]] for k in range(1, len(t["ids"])) if t["mask"][k]}
 
 
+def test_one_epoch_is_on_policy_whatever_the_sampler_stored(lora_rollouts):
+    """With one update per batch the ratio's denominator is the training forward's own log-prob: the log-probs the
+    sampler stored (a bf16 sampler's differ by rounding, SmolLM2: up to 0.3 per token) change neither the loss nor
+    the gradient, which is plain policy gradient + the KL term."""
+    policy, tok, trajs = lora_rollouts
+    g = torch.Generator().manual_seed(4)
+    moved = [{**t, "logprobs": [x + (0.3 * torch.randn(1, generator=g).item() if m else 0.0)
+                                for x, m in zip(t["logprobs"], t["mask"])]} for t in trajs]
+    advs = torch.randn(len(trajs), generator=g).tolist()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0)
+    out = {}
+    for name, ts, epochs in (("stored", trajs, 1), ("moved", moved, 1), ("moved, 2 epochs", moved, 2)):
+        loss, kl = T.pg_update(policy, opt, tok, ts, advs, T.Args(micro_batch=3, kl_coef=0.3, ppo_epochs=epochs), "cpu")
+        out[name] = loss, kl, torch.cat([p.grad.flatten() for p in params])
+        opt.zero_grad()
+    assert out["stored"][0] == pytest.approx(out["moved"][0], abs=1e-6)
+    assert torch.allclose(out["stored"][2], out["moved"][2], atol=1e-6)
+    assert not torch.allclose(out["moved"][2], out["moved, 2 epochs"][2], atol=1e-4)  # there the stored ones count
+
+
 def test_pg_update_value_gradient_and_logged_kl_match_a_slow_reference(lora_rollouts):
     """pg_update (left-padded micro-batches, sorted by length) against one unpadded forward per trajectory and a
     loop over its own tokens: the loss -min(r A, clip(r) A) + beta * k3 summed and divided by the batch's number of
@@ -309,7 +330,7 @@ def test_pg_update_value_gradient_and_logged_kl_match_a_slow_reference(lora_roll
     trajs = [{**t, "logprobs": [x + (0.3 * torch.randn(1, generator=g).item() if m else 0.0)
                                 for x, m in zip(t["logprobs"], t["mask"])]} for t in trajs]
     advs = torch.randn(len(trajs), generator=g).tolist()
-    args = T.Args(micro_batch=3, kl_coef=0.3, clip_eps=0.2)
+    args = T.Args(micro_batch=3, kl_coef=0.3, clip_eps=0.2, ppo_epochs=2)  # the stored log-probs are the old ones
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.0)
     n = torch.get_num_threads()
