@@ -5,7 +5,7 @@ side in the same run (interleaved, several repeats, the median reported), so a b
     python bench.py --no-smollm2 --out runs/bench.json      # tiny only (~5-10 min)
     python bench.py --quick --no-smollm2 --out /tmp/b.json  # smoke test (~30 s; sizes too small to mean much)
 
-What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both fp32 with LoRA):
+What is measured (CPU; tiny = `model.load_policy("tiny")`, smollm2 = "smollm2-135m", both fp32 with LoRA, but 7.):
 0. Rollout paths (tiny). An RL-like batch, --train-tasks x --group-size sampled episodes of up to --max-steps turns
    of up to --new-tokens tokens (8 x 4, 6, 64: train.py's tiny preset), in one batch, through rollout.rollout on the
    old path (kv_reuse=False: HF generate re-prefills the whole conversation every turn and keeps the
@@ -377,7 +377,7 @@ def train_step_worker(name, quant, n_tasks, group, max_tokens, repeats, threads)
     if threads:
         torch.set_num_threads(threads)
     rss_start = _status_mb("VmRSS")
-    policy, tok = M.load_policy(name, quant=quant, lora=True, device="cpu")
+    policy, tok = M.load_policy(name, quant=quant, lora=True, device="cpu", dtype="fp32")
     targs = T.Args()  # micro_batch, kl_coef, clip_eps, max_grad_norm as train.py uses them
     trajs, advs = scripted_batch(tok, n_tasks, group, max_tokens)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
@@ -464,19 +464,22 @@ def top_ops(prof, n=12):
 def profile(policy, tok, args):
     from torch.profiler import ProfilerActivity, profile as torch_profile
     tasks = R.pick_tasks(make_split("train"), 0)[:args.train_tasks * args.group_size]
+    turns = min(2, args.max_steps)  # the profiler keeps every op: 6 turns of 32 episodes held 13.7 GB
     policy.eval()
     with torch_profile(activities=[ProfilerActivity.CPU]) as p_roll:
-        loop_turns(policy, tok, tasks, args.max_steps, args.new_tokens, fixed=False)
+        loop_turns(policy, tok, tasks, turns, args.new_tokens, fixed=False)
+    rollout_ops = top_ops(p_roll)
+    phases = {e.key: r2(e.cpu_time_total / 1e3, 1) for e in p_roll.key_averages()
+              if e.key in ("generate", "render+parse+env")}
+    del p_roll
     p_upd = torch_profile(activities=[ProfilerActivity.CPU])
     targs = rl_settings(args)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=targs.lr, weight_decay=0.0)
     rl_iteration(policy, tok, targs, opt, step=0, profiler=p_upd)
-    phases = {e.key: r2(e.cpu_time_total / 1e3, 1) for e in p_roll.key_averages()
-              if e.key in ("generate", "render+parse+env")}
     phases |= {e.key: r2(e.cpu_time_total / 1e3, 1) for e in p_upd.key_averages()
                if e.key in ("pg_update", "finish_step")}
-    return {"rollout": top_ops(p_roll), "update": top_ops(p_upd), "phases_ms": phases,
-            "rollout_episodes": len(tasks), "turns": args.max_steps}
+    return {"rollout": rollout_ops, "update": top_ops(p_upd), "phases_ms": phases,
+            "rollout_episodes": len(tasks), "turns": turns}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -645,7 +648,7 @@ def main(argv=None):
     tasks_all = R.pick_tasks(make_split("test"), 0)
     for label, name, n_eps, max_steps, n_train, repeats in specs:
         try:
-            policy, tok = M.load_policy(name, quant="none", lora=True, device="cpu")
+            policy, tok = M.load_policy(name, quant="none", lora=True, device="cpu", dtype="fp32")
         except M.ModelError as e:
             rep["models"][label] = {"skipped": str(e)}
             print(f"{label}: skipped ({e})")
@@ -676,7 +679,7 @@ def main(argv=None):
         rep["models"][label] = res
         write(args.out, rep)  # a partial report survives a later failure
 
-    if args.precision:
+    if args.precision and args.smollm2:  # a SmolLM2 measurement: --no-smollm2 skips it too
         try:
             rep["precision"] = precision(args)
         except M.ModelError as e:
