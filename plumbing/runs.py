@@ -338,7 +338,7 @@ class Run:
         with the same evaluation settings), or `evaluate()`; kept in before.json."""
         args, path = self.args, os.path.join(self.args.out, "before.json")
         build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
-        same_eval = ("eval_episodes", "max_steps", "max_new_tokens", "quant")  # 4-bit changes the greedy episodes
+        same_eval = ("eval_episodes", "max_steps", "max_new_tokens", "quant", "dtype")  # 4-bit, bf16: other episodes
         if os.path.isfile(path):  # a resumed run's (its flags were checked); unreadable: evaluated again
             try:
                 before = json.load(open(path))
@@ -346,8 +346,10 @@ class Run:
                     return before
             except ValueError:
                 print(f"{path} is unreadable: evaluating again")
-        if os.path.isfile(build) and args.sft_steps == 0 and all(  # a shipped base carries its own numbers
-                json.load(open(build))["args"].get(k) == getattr(args, k) for k in same_eval):
+        # a base built before --dtype existed was evaluated as "auto" gives it (fp32 for tiny)
+        made = {"dtype": "auto", **json.load(open(build))["args"]} if os.path.isfile(build) else {}
+        if made and args.sft_steps == 0 and all(made.get(k) == getattr(args, k) for k in same_eval):
+            # a shipped base carries its own numbers
             before = json.load(open(build))["metrics"]
             print(f"before RL: the numbers of {build} (same evaluation settings; the fresh LoRA adapter changes "
                   "nothing)")
