@@ -147,11 +147,13 @@ def cpu_warning(args):
         return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
                 f"takes ~{CPU_COST_S['bf16'][0]} s a step here in bf16: days or more; {demo}")
     kind = "4bit" if args.quant == "4bit" else "bf16" if M.frozen_dtype(args.dtype, "cpu") == torch.bfloat16 else "fp32"
-    sft, rl = CPU_COST_S[kind]
+    sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 x 96)
+    sft = round(sft * args.sft_batch / 16)
+    rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps * args.max_new_tokens / 576)
     hours = args.sft_steps * sft / 3600 + (args.steps * rl / 3600 if rl else 0)
     rl_text = f" and ~{rl} s per RL iteration" if rl else ""
     return (f"warning: --preset small on a CPU (no CUDA GPU): ~{sft} s per SFT step{rl_text} in {kind} (measured on a "
-            f"2-core CPU, one thread), so its {args.sft_steps} SFT steps"
+            f"2-core CPU, one thread, scaled to these sizes), so its {args.sft_steps} SFT steps"
             + (f" and {args.steps} RL iterations take ~{hours:.1f} h, then the evaluations" if rl else
                f" take ~{hours:.1f} h, then {args.steps} RL iterations and the evaluations") + f"; {demo}")
 
