@@ -421,7 +421,7 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_weights_and_optimizer_alone
     params = [p for p in policy.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
-    args = T.Args(micro_batch=2, kl_coef=0.1)
+    args = T.Args(micro_batch=2, kl_coef=0.1, ppo_epochs=2)  # the stored log-probs are the ratio's denominator
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
