@@ -797,7 +797,7 @@ def test_resume_takes_the_run_flags_and_refuses_only_typed_flags_that_differ(tmp
     for typed, line in ((["--eval-episodes", "50"], "--eval-episodes 2 (now 50)"),
                         (["--preset", "small"], "--preset tiny (now small)"),
                         (["--seed", "0", "--no-sft-full", "--kl-coef=0.1", "--steps", "9"],
-                         "--seed 7 (now 0), --sft-full True (now False), --kl-coef 0.0 (now 0.1)")):
+                         "--seed 7 (now 0), --kl-coef 0.0 (now 0.1), --sft-full True (now False)")):
         with pytest.raises(SystemExit) as ei:
             T.parse(["--out", str(out), "--resume", *typed])
         assert str(ei.value.code) == f"error: --resume continues the run with its own flags; it was made with {line}"
