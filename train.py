@@ -134,7 +134,7 @@ def judge_groups(trajs, args, judge):
     """Rewards of every trajectory; the trajectories with a non-zero advantage and their advantages (pg); the
     (winner, loser) pairs the judge ordered strictly (dpo), in every group. Groups whose rewards are all equal carry
     no signal for pg (a strict pair may still lie in one: its format rewards can even out its wins). A group is a
-    task's trajectories (judge.groups_of); rollout returns them task by task, so `rewards` is in the order of `trajs`."""
+    task's trajectories (judge.groups_of); rollout returns them task by task, so `rewards` follows `trajs`."""
     rewards, used, advs, pairs = [], [], [], []
     for g in J.groups_of(trajs):
         rs = J.group_rewards(g, args.reward, judge, args.l0)
