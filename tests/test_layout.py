@@ -87,3 +87,28 @@ def test_no_pointer_to_a_missing_document():
             for doc in set(re.findall(r"([\w.-]+(?:/[\w.-]+)*\.md)\b", text)):
                 here = [os.path.join(ROOT, d, doc) for d in ("", os.path.dirname(f), "docs")]
                 assert any(os.path.exists(p) for p in here), f"{f} points to {doc}, which the repository does not have"
+
+
+def test_the_import_list_of_layout_md_is_the_code_s():
+    """Each module in docs/layout.md's import list imports exactly the project modules listed after its arrow (lazy
+    imports included, named in its parentheses), and every module outside measure/ is listed; measure.* may import
+    anything."""
+    text = open(os.path.join(ROOT, "docs", "layout.md"), encoding="utf-8").read()
+    block = text.split("## Imports", 1)[1].split("```")[1]
+    modules = {module_name(f): f for f in project_files()}
+    packages = {"plumbing", "extras", "measure"}
+    named = lambda s: {m for m in modules if m not in packages and re.search(rf"(?<![\w.]){re.escape(m)}(?!\w)", s)}
+    rows = []
+    for line in block.strip().splitlines():
+        if line.startswith(" "):  # a row continued
+            rows[-1][1] += " " + line
+        else:
+            left, _, right = line.partition("<-") if "<-" in line else line.partition("(")
+            rows.append([left, right])
+    listed = set()
+    for left, right in rows:
+        for m in named(left) if left.strip() != "measure.*" else ():
+            listed.add(m)
+            assert imports(modules[m], modules) - packages == named(right), f"docs/layout.md's row of {m}"
+    unlisted = {m for m in modules if m not in packages and not m.startswith("measure.")} - listed
+    assert not unlisted, f"not in docs/layout.md's import list: {sorted(unlisted)}"
