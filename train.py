@@ -50,6 +50,7 @@ import rollout as R
 import tasks as T
 from plumbing import dist, runs
 from plumbing.report import plot_curves
+from warmstart import drills
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loss
@@ -462,8 +463,8 @@ def warm_start(args, dev, ckpt, peaks=None, track=None):
 
 
 def drill(make, rng, tok):
-    """One drill (tasks.copy_drill or tasks.goal_drill: an answer written by copying from the question) as SFT
-    data."""
+    """One drill (warmstart/drills.py: copy_drill or goal_drill, an answer written by copying from the question) as
+    SFT data."""
     question, answer = make(rng)
     prompt = R.encode(tok, R.render(tok, [{"role": "user", "content": question}], True))
     reply = R.encode(tok, answer) + [tok.eos_token_id]
@@ -475,15 +476,15 @@ def sft_batch(step, args, tok):
     tasks (a naive/expert mix) + --sft-drills copy drills + --sft-goal-drills goal drills."""
     rng = random.Random(f"sft:{args.seed}:{step}")
     if step < args.sft_drill_steps:
-        return [drill(T.copy_drill, rng, tok) for _ in range(args.drill_batch)]
+        return [drill(drills.copy_drill, rng, tok) for _ in range(args.drill_batch)]
     pool = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=args.sft_batch)
     by_cat = {c: [t for t in pool if t["category"] == c] for c in T.CATEGORIES}
     share = [(args.sft_hard_frac if c in ("injection", "privacy") else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES]
     tasks = [by_cat[c].pop() for c in rng.choices(T.CATEGORIES, weights=share, k=args.sft_batch)]
     batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
                                                      [task], tok, max_steps=args.max_steps + 6, progress=False)]
-    return batch + [drill(T.copy_drill, rng, tok) for _ in range(args.sft_drills)] + \
-        [drill(T.goal_drill, rng, tok) for _ in range(args.sft_goal_drills)]
+    return batch + [drill(drills.copy_drill, rng, tok) for _ in range(args.sft_drills)] + \
+        [drill(drills.goal_drill, rng, tok) for _ in range(args.sft_goal_drills)]
 
 
 def sft_backward(policy, tok, batch, micro_batch, dev):
