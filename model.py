@@ -24,11 +24,11 @@ import sys
 
 from plumbing import loading  # first: it quiets the known warnings before transformers, peft, bitsandbytes load
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from plumbing.cli import write_folder_atomic  # noqa: E402
-from plumbing.hub import ModelError  # noqa: E402, F401  (model.ModelError: every load error, one line)
+from plumbing.cli import write_folder_atomic
+from plumbing.hub import ModelError  # noqa: F401  (model.ModelError: every load error, one line)
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
 CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
