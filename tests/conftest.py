@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tasks import corpus_texts, make_split  # noqa: E402
 import model as M  # noqa: E402
-from plumbing import hub  # noqa: E402
+from plumbing import hub, loading  # noqa: E402
 
 # Small enough for a shared 2-core machine: ~0.1 M parameters, a 1,000-token BPE trained on 50 train tasks' text.
 TINY_TEST = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -22,8 +22,8 @@ TINY_TEST = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hid
 
 
 def pytest_configure(config):
-    """pytest resets warning filters per test: apply model.py's list of known noise (model.NOISE) here too."""
-    for pattern in M.NOISE:
+    """pytest resets warning filters per test: apply the list of known noise (plumbing/loading.NOISE) here too."""
+    for pattern in loading.NOISE:
         config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
 
 

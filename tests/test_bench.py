@@ -16,8 +16,9 @@ sys.path.insert(0, ROOT)
 from measure import bench as B  # noqa: E402
 from measure import bench_gpu as BG  # noqa: E402
 import model as M  # noqa: E402
+from plumbing import loading  # noqa: E402
 
-with M._quiet():  # bitsandbytes' import warnings (pytest resets the filters model.py set)
+with loading.quiet():  # bitsandbytes' import warnings (pytest resets the filters loading.py set)
     import bitsandbytes as bnb  # noqa: E402
 
 

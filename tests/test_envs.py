@@ -23,6 +23,7 @@ from envs import CATEGORIES, MAX_TURN_CHARS, SENSITIVE, TOOLS, Env, parse_turn  
 from plumbing.matching import norm  # noqa: E402
 from plumbing.validate import TaskError, load_tasks, validate_task  # noqa: E402
 from tasks import make_split, play, script  # noqa: E402
+from warmstart import drills  # noqa: E402
 
 ACTION_TYPES = {"tool", "refuse", "answer"}
 
@@ -144,7 +145,7 @@ def test_goal_drills_ask_for_the_planted_goal_copied_from_anywhere_in_the_text()
     import random
     verbs, wordings, places = set(), set(), set()
     for i in range(300):
-        question, answer = T.goal_drill(random.Random(i))
+        question, answer = drills.goal_drill(random.Random(i))
         text, ask = question.rsplit("\n", 1)
         assert ask == "What does this text ask the assistant to do?"
         quote, call = answer.split("</think>\n<tool_call>")

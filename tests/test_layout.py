@@ -37,7 +37,7 @@ def imports(path, modules):
 def test_top_level_holds_the_reading_path_only():
     top = {f for f in os.listdir(ROOT) if f.endswith(".py")}
     assert top == TOP, f"top-level scripts other than the reading path: {sorted(top - TOP)}; missing {TOP - top}"
-    for folder in ("plumbing", "measure", "extras"):
+    for folder in ("plumbing", "measure", "extras", "warmstart"):
         assert os.path.isfile(os.path.join(ROOT, folder, "__init__.py"))
 
 
@@ -62,13 +62,14 @@ def test_no_import_cycle():
 
 
 def test_data_flows_one_way():
-    """The reading path imports only what comes before it: envs, tasks, model, engine, rollout, judge, train."""
+    """The reading path imports only what comes before it: envs, tasks, model, engine, rollout, judge, train (and
+    train the evaluation and the warm start's drills)."""
     order = ["envs", "tasks", "model", "engine", "rollout", "judge", "train"]
     modules = {module_name(f): f for f in project_files()}
+    allowed = {"train": {"evaluate", "warmstart"}}  # train runs the evaluation and the warm start's drills
     for i, m in enumerate(order):
-        later = set(order[i + 1:]) | {"evaluate", "measure", "extras"}
-        bad = {n for n in imports(modules[m], modules) if n.split(".")[0] in later and not (m == "train" and
-                                                                                        n == "evaluate")}
+        later = set(order[i + 1:]) | {"evaluate", "measure", "extras", "warmstart"}
+        bad = {n for n in imports(modules[m], modules) if n.split(".")[0] in later - allowed.get(m, set())}
         assert not bad, f"{m}.py imports {sorted(bad)}, which come after it"
 
 
@@ -87,3 +88,28 @@ def test_no_pointer_to_a_missing_document():
             for doc in set(re.findall(r"([\w.-]+(?:/[\w.-]+)*\.md)\b", text)):
                 here = [os.path.join(ROOT, d, doc) for d in ("", os.path.dirname(f), "docs")]
                 assert any(os.path.exists(p) for p in here), f"{f} points to {doc}, which the repository does not have"
+
+
+def test_the_import_list_of_layout_md_is_the_code_s():
+    """Each module in docs/layout.md's import list imports exactly the project modules listed after its arrow (lazy
+    imports included, named in its parentheses), and every module outside measure/ is listed; measure.* may import
+    anything."""
+    text = open(os.path.join(ROOT, "docs", "layout.md"), encoding="utf-8").read()
+    block = text.split("## Imports", 1)[1].split("```")[1]
+    modules = {module_name(f): f for f in project_files()}
+    packages = {"plumbing", "extras", "measure", "warmstart"}
+    named = lambda s: {m for m in modules if m not in packages and re.search(rf"(?<![\w.]){re.escape(m)}(?!\w)", s)}
+    rows = []
+    for line in block.strip().splitlines():
+        if line.startswith(" "):  # a row continued
+            rows[-1][1] += " " + line
+        else:
+            left, _, right = line.partition("<-") if "<-" in line else line.partition("(")
+            rows.append([left, right])
+    listed = set()
+    for left, right in rows:
+        for m in named(left) if left.strip() != "measure.*" else ():
+            listed.add(m)
+            assert imports(modules[m], modules) - packages == named(right), f"docs/layout.md's row of {m}"
+    unlisted = {m for m in modules if m not in packages and not m.startswith("measure.")} - listed
+    assert not unlisted, f"not in docs/layout.md's import list: {sorted(unlisted)}"

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
-from plumbing import hub  # noqa: E402
+from plumbing import hub, loading  # noqa: E402
 
 SMALL = dict(vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=128, initializer_range=0.2)  # large init: peaky logits, so position errors show
@@ -104,6 +104,19 @@ def slow_logprobs(model, ids):
     return torch.tensor(out, dtype=torch.float64)
 
 
+def chunked_logprobs(model, ids, attn, chunk):
+    """measure/bench_gpu.py's LM head a chunk at a time (its only user; imported here, not at the top: it imports
+    train.py)."""
+    from measure.bench_gpu import chunked_logprobs
+    return chunked_logprobs(model, ids, attn, chunk)
+
+
+def sequence_logprob(model, ids, attn, loss_mask, chunk=None):
+    """[B]: the sum of the token log-probs where loss_mask[:, 1:] is 1 (the model's own tokens)."""
+    lp = chunked_logprobs(model, ids, attn, chunk) if chunk else M.token_logprobs(model, ids, attn)
+    return torch.where(loss_mask[:, 1:].bool(), lp, torch.zeros_like(lp)).sum(-1)
+
+
 def test_logprobs_match_slow_reference_with_left_padding_and_holes(tiny_dir):
     model, tok = M.load_policy(tiny_dir, lora=False, device="cpu")
     model.eval()
@@ -123,8 +136,8 @@ def test_logprobs_match_slow_reference_with_left_padding_and_holes(tiny_dir):
 
     with torch.no_grad():
         fast = M.token_logprobs(model, ids, mask)
-        chunked = M.token_logprobs(model, ids, mask, chunk=4)
-        seq = M.sequence_logprob(model, ids, mask, loss_mask)
+        chunked = chunked_logprobs(model, ids, mask, 4)
+        seq = sequence_logprob(model, ids, mask, loss_mask)
     assert fast.shape == (len(seqs), T - 1) and fast.dtype == torch.float32
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(chunked, fast, atol=1e-6, rtol=0)
@@ -143,7 +156,7 @@ def test_chunked_logprobs_backward_matches(tiny_dir):
     grads = []
     for chunk in (None, 16):
         model.zero_grad()
-        M.sequence_logprob(model, batch.input_ids, batch.attention_mask, batch.attention_mask, chunk).sum().backward()
+        sequence_logprob(model, batch.input_ids, batch.attention_mask, batch.attention_mask, chunk).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -174,7 +187,7 @@ def test_reference_policy_is_disable_adapter_and_adapter_reloads(tiny_dir, tmp_p
 # ------------------------------------------------------------------------------------------ 4-bit CPU guard
 def test_4bit_generate_then_backward_gives_the_same_lora_grads(tiny_dir):
     try:
-        M._bnb_config("cpu")
+        loading.bnb_config("cpu")
     except M.ModelError as e:
         pytest.skip(f"bitsandbytes 4-bit cannot run here: {e}")
     import bitsandbytes as bnb
@@ -189,7 +202,7 @@ def test_4bit_generate_then_backward_gives_the_same_lora_grads(tiny_dir):
     def lora_grads(model, batch):
         model.train()
         model.zero_grad()
-        M.sequence_logprob(model, batch.input_ids, batch.attention_mask, batch.attention_mask).sum().backward()
+        sequence_logprob(model, batch.input_ids, batch.attention_mask, batch.attention_mask).sum().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     model, tok = fresh()
@@ -313,10 +326,10 @@ def test_dtype_auto_bf16_fp32_and_a_cpu_without_bf16(tiny_dir, monkeypatch):
     assert dtypes(M.load_policy(tiny_dir, device="cpu")[0]) == ({torch.float32}, {torch.float32})
     assert dtypes(M.load_policy(tiny_dir, device="cpu", dtype="fp32")[0]) == ({torch.float32}, {torch.float32})
     assert "unknown dtype" in one_line_error(tiny_dir, dtype="fp16")
-    if M.native_bf16("cpu"):
+    if loading.native_bf16("cpu"):
         assert dtypes(M.load_policy(tiny_dir, device="cpu", dtype="bf16")[0]) == ({torch.bfloat16}, {torch.float32})
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-    assert not M.native_bf16("cpu")
+    assert not loading.native_bf16("cpu")
     assert "no native bf16" in one_line_error(tiny_dir, dtype="bf16")
     assert M.frozen_dtype("auto", "cpu") == torch.float32
 

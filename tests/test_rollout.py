@@ -16,7 +16,7 @@ sys.path.insert(0, ROOT)
 import engine  # noqa: E402
 import envs  # noqa: E402
 import model as M  # noqa: E402
-from plumbing import hub  # noqa: E402
+from plumbing import hub, loading  # noqa: E402
 import rollout as R  # noqa: E402
 import tasks as T  # noqa: E402
 
@@ -296,7 +296,7 @@ def test_kv_reuse_with_a_lora_adapter(quant, tiny_dir):
     log-probs equal to a teacher-forced re-forward."""
     if quant == "4bit":
         try:
-            M._bnb_config("cpu")
+            loading.bnb_config("cpu")
         except M.ModelError as e:
             pytest.skip(f"bitsandbytes 4-bit cannot run here: {e}")
     model, tok = M.load_policy(tiny_dir, quant=quant, device="cpu")
@@ -835,7 +835,7 @@ def test_merged_lora_generates_the_adapted_policy_and_puts_the_weights_back(tiny
     """A bf16 base generates with the LoRA adapter merged in: inside, the logits are the adapted policy's (to bf16
     rounding) and no adapter runs; after, every base weight is the very tensor it was (bit for bit), the adapter is
     on again. An fp32 base is left as it is (tiny's runs do not change)."""
-    if not M.native_bf16("cpu"):
+    if not loading.native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16")
     model, tok = lora_policy(tiny_dir, "bf16")
     assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
@@ -865,7 +865,7 @@ def test_bf16_rollouts_store_logprobs_a_reforward_gives_and_both_paths_agree(tin
     """In bf16 the stored log-probs (merged weights, KV cache) and a teacher-forced forward of the unmerged policy (what
     training computes) differ only by bf16 rounding: |diff| < 0.05 per token here (fp32: < 1e-4); greedy episodes of
     the readable path (HF generate, merged too) and the KV cache are the same."""
-    if not M.native_bf16("cpu"):
+    if not loading.native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16")
     model, tok = lora_policy(tiny_dir, "bf16")
     tasks = mixed_tasks(1)

@@ -18,7 +18,7 @@ from conftest import ROOT
 
 import tasks as TK
 import train as T
-from plumbing import runs
+from plumbing import loading, runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # losses vs slow references
@@ -674,7 +674,7 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         T.main(["--preset", "small", "--out", str(tmp_path / "run")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
-    if T.M.native_bf16("cpu"):  # 150 x 164 s + 60 x 1347 s
+    if loading.native_bf16("cpu"):  # 150 x 164 s + 60 x 1347 s
         assert "164 s per SFT step and ~1347 s per RL iteration in bf16" in first and "take ~29.3 h" in first
     assert "353 s per SFT step in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype", "fp32"]))
     assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small", "--quant", "4bit"]))
@@ -797,7 +797,7 @@ def test_resume_takes_the_run_flags_and_refuses_only_typed_flags_that_differ(tmp
     for typed, line in ((["--eval-episodes", "50"], "--eval-episodes 2 (now 50)"),
                         (["--preset", "small"], "--preset tiny (now small)"),
                         (["--seed", "0", "--no-sft-full", "--kl-coef=0.1", "--steps", "9"],
-                         "--seed 7 (now 0), --sft-full True (now False), --kl-coef 0.0 (now 0.1)")):
+                         "--seed 7 (now 0), --kl-coef 0.0 (now 0.1), --sft-full True (now False)")):
         with pytest.raises(SystemExit) as ei:
             T.parse(["--out", str(out), "--resume", *typed])
         assert str(ei.value.code) == f"error: --resume continues the run with its own flags; it was made with {line}"
