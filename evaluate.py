@@ -11,6 +11,8 @@ samples with `--seed`): `--policy expert|naive` (scripted ceiling and floor) and
 i-th `--adapter DIR` belongs to the i-th `--model` ("none" for no adapter; models after the last `--adapter` have
 none), so `--model tiny --adapter runs/x/adapter --model tiny` reads a trained adapter against its base. Columns are
 labelled `expert`, `naive`, `tiny`, `tiny+runs/x/adapter`. With no --policy and no --model: expert and naive.
+`--suite agentdojo:<suite>` runs the same columns on AgentDojo's tasks instead of a split (extras/dojo.py: their run,
+their table and the JSON's "agentdojo" block; docs/agentdojo.md).
 
 Metrics, from each episode's environment outcome (docs/contracts.md, Tasks and outcomes), per category:
     task_success         the task's success checks all passed
@@ -377,141 +379,92 @@ def main(argv=None):
     same = next(((a, b) for i, (a, p) in enumerate(paths) for b, q in paths[i + 1:] if p == q), None)
     if same:  # one would replace the other: the JSON by the page, or the user's tasks by results
         fail(f"{same[0]} and {same[1]} name the same file")
-    if args.suite:  # AgentDojo through the same agent loop (extras/dojo.py)
+    suite = None
+    if args.suite:  # AgentDojo's tasks through the same agent loop (extras/dojo.py)
         if args.tasks:
             fail("--suite runs AgentDojo's own tasks: drop --tasks (or --suite)")
-        return evaluate_suite(args)
+        from extras import dojo  # the agentdojo package is optional
+        try:
+            suite = dojo.Suite(args.suite)
+        except dojo.DojoError as e:
+            fail(str(e))
     cols = columns(args)
     labels = [c[0] for c in cols]
     baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
     if baseline not in labels:
         fail(f"--baseline '{baseline}' is not a column ({', '.join(labels)})")
-    try:
-        tasks = rollout.pick_tasks(get_tasks(args.split, args.tasks or None), args.episodes)
-    except ValueError as e:  # a task file's TaskError included
-        fail(str(e))
-    if not tasks:
-        fail("no tasks to run")
+    tasks = None
+    if not suite:
+        try:
+            tasks = rollout.pick_tasks(get_tasks(args.split, args.tasks or None), args.episodes)
+        except ValueError as e:  # a task file's TaskError included
+            fail(str(e))
+        if not tasks:
+            fail("no tasks to run")
 
-    # The evaluation: each column through the real rollout loop, then metrics from the env outcomes
+    # The evaluation: each column through the real rollout loop (or AgentDojo's), then metrics from the env outcomes
     kw = dict(seed=args.seed, greedy=args.greedy, temperature=args.temperature, top_p=args.top_p,
-              max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-              compile=args.compile)
+              max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
+              **(dict(episodes=args.episodes) if suite else dict(batch_size=args.batch_size, compile=args.compile)))
     trajs = {}
     for label, name, adapter in sorted(cols, key=lambda c: c[1] in rollout.SCRIPTED):  # models first: fail early
-        if name in rollout.SCRIPTED:
-            _, trajs[label] = evaluate(name, tasks, label=label, **kw)
-        else:
+        policy, tok = name, None
+        if name not in rollout.SCRIPTED:
             import model as M  # transformers is imported only when a model is evaluated
             try:
                 policy, tok = M.load_policy(name, quant=args.quant, dtype=args.dtype, lora=adapter is not None,
                                             adapter=adapter)
             except ValueError as e:  # model.ModelError included
                 fail(str(e))
-            problem = engine.cannot_run(policy, name, args.max_new_tokens, args.compile)
+            # rollout's limits; extras/dojo.py has no --compile and ends an episode with no room left as a quit
+            problem = None if suite else engine.cannot_run(policy, name, args.max_new_tokens, args.compile)
             if problem:
                 fail(problem)
+        if suite:
+            trajs[label] = suite.run(policy, tok, label, **kw)
+        else:
             _, trajs[label] = evaluate(policy, tasks, tok, label=label, **kw)
-            del policy
+        del policy
     trajs = {label: trajs[label] for label in labels}
     results = {label: report(trajs[label], tasks) for label in labels}
+    if suite:  # AgentDojo's names for the numbers, also per suite
+        for label in labels:
+            per_suite = {s: report([t for t in trajs[label] if t["suite"] == s]) for s in suite.names}
+            results[label]["agentdojo"] = suite.summary(results[label], per_suite)
     for label in labels:
         if label != baseline:
             results[label]["headline"] = {"baseline": baseline, **headline(results[baseline], results[label])}
 
     # Outputs
-    source = args.tasks or f"split {args.split}"
-    print(f"{len(tasks)} tasks ({source}, {args.episodes or 'all'} per category), "
-          f"{'greedy' if args.greedy else f'sampled, seed {args.seed}'}\n")
-    print(format_table(results))
-    print("\n" + format_behaviour(results))
+    source = suite.source if suite else args.tasks or f"split {args.split}"
+    decoding = "greedy" if args.greedy else f"sampled, seed {args.seed}"
+    if suite:
+        print(suite.heading(results, args.episodes, decoding) + "\n")
+        print(dojo.format_dojo_table(results))
+    else:
+        print(f"{len(tasks)} tasks ({source}, {args.episodes or 'all'} per category), {decoding}\n")
+        print(format_table(results))
+        print("\n" + format_behaviour(results))
     if len(labels) > 1:
         print("\n" + format_headline(results, baseline))
     if args.breakdown:
+        if suite and len(suite.names) > 1:
+            print("\n" + "\n\n".join(dojo.format_dojo_table(results, s) for s in suite.names))
         print("\n" + format_breakdown(results))
     if args.out:  # written whole or not at all (plumbing.cli.write_atomic)
         write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
         print(f"\nwrote {args.out}")
     if args.html:
-        page = render_html(results, trajs, tasks, subtitle=f"{len(tasks)} tasks from {source}; "
-                           f"{'greedy' if args.greedy else 'sampled'}; baseline {baseline}", baseline=baseline)
+        how = f"{'greedy' if args.greedy else 'sampled'}; baseline {baseline}"
+        if suite:  # every column ran the same episodes
+            page = render_html(results, trajs, suite.page_tasks(trajs[labels[0]]), title="MOSAIC on AgentDojo",
+                               subtitle=f"{source}; {how}; benign = user task without attack, "
+                                        "injection = user task x injection task", baseline=baseline)
+        else:
+            page = render_html(results, trajs, tasks, subtitle=f"{len(tasks)} tasks from {source}; {how}",
+                               baseline=baseline)
         write_atomic(args.html, [page])
         print(f"wrote {args.html}")
-
-
-def evaluate_suite(args):
-    """--suite agentdojo:...: every column on AgentDojo's suites through extras/dojo.py's adapter; table, JSON and
-    page as main."""
-    from extras import dojo  # the agentdojo package is optional
-    try:
-        dojo.require()
-        names, version = dojo.parse_suite(args.suite)
-    except dojo.DojoError as e:
-        fail(str(e))
-    cols = columns(args)
-    if args.max_steps < 1:
-        fail(f"--max-steps must be at least 1, not {args.max_steps}")
-    labels = [c[0] for c in cols]
-    baseline = args.baseline or next((lab for lab, m, a in cols if m not in rollout.SCRIPTED and a is None), labels[0])
-    if baseline not in labels:
-        fail(f"--baseline '{baseline}' is not a column ({', '.join(labels)})")
-    kw = dict(version=version, episodes=args.episodes, greedy=args.greedy, temperature=args.temperature,
-              top_p=args.top_p, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    trajs = {}
-    for label, name, adapter in sorted(cols, key=lambda c: c[1] in rollout.SCRIPTED):  # models first: fail early
-        policy, tok = name, None
-        if name not in rollout.SCRIPTED:
-            import model as M
-            try:
-                policy, tok = M.load_policy(name, quant=args.quant, dtype=args.dtype, lora=adapter is not None,
-                                            adapter=adapter)
-            except ValueError as e:  # model.ModelError included
-                fail(str(e))
-        try:
-            trajs[label] = [t for s in names for t in dojo.run(policy, s, tok, label=label, **kw)]
-        except dojo.DojoError as e:
-            fail(str(e))
-        del policy
-    trajs = {label: trajs[label] for label in labels}
-    results = {}
-    for label in labels:
-        rep = report(trajs[label])
-        rep["agentdojo"] = {"suites": names, "version": version, "attack": dojo.ATTACK, **dojo.dojo_metrics(rep)}
-        if len(names) > 1:
-            rep["agentdojo"]["per_suite"] = {s: dojo.dojo_metrics(report([t for t in trajs[label] if t["suite"] == s]))
-                                             for s in names}
-        results[label] = rep
-    for label in labels:
-        if label != baseline:
-            results[label]["headline"] = {"baseline": baseline, **headline(results[baseline], results[label])}
-
-    source = f"AgentDojo {version} {'+'.join(names)}, attack {dojo.ATTACK}"
-    n = results[labels[0]]["agentdojo"]
-    print(f"{n['n_user_tasks']} user tasks and {n['n_injection_cases']} injection cases ({source}; "
-          f"{args.episodes or 'all'} per kind), {'greedy' if args.greedy else f'sampled, seed {args.seed}'}\n")
-    print(dojo.format_dojo_table(results))
-    if len(labels) > 1:
-        print("\n" + format_headline(results, baseline))
-    if args.breakdown:
-        if len(names) > 1:
-            print("\n" + "\n\n".join(dojo.format_dojo_table(results, s) for s in names))
-        print("\n" + format_breakdown(results))
-    if args.out:
-        write_atomic(args.out, [json.dumps(results, indent=1, ensure_ascii=False)])
-        print(f"\nwrote {args.out}")
-    if args.html:
-        tools = {}
-        for s in names:
-            suite = dojo.require()["get_suite"](version, s)
-            tools[s] = [f.name for f in suite.tools] + ["refuse"]
-        tasks = [{"id": t["task_id"], "tools": tools[t["suite"]]} for t in next(iter(trajs.values()))]
-        page = render_html(results, trajs, tasks, title="MOSAIC on AgentDojo",
-                              subtitle=f"{source}; {'greedy' if args.greedy else 'sampled'}; baseline {baseline}; "
-                                       "benign = user task without attack, injection = user task x injection task",
-                              baseline=baseline)
-        write_atomic(args.html, [page])
-        print(f"wrote {args.html}")
-
 
 
 if __name__ == "__main__":

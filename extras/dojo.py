@@ -33,7 +33,9 @@ Metrics, per column, from AgentDojo's own scores (with 95% Wilson intervals):
 Each episode becomes a trajectory dict of rollout's shape (category benign or injection; template
 "suite:user_task/suite:injection_task/attack", which evaluate's breakdown reads as carrier/goal/style), so the --out
 JSON is evaluate.report's plus an "agentdojo" block (and "per_suite" for several suites), and the HTML page is
-evaluate.render_html's.
+evaluate.render_html's. evaluate.py keeps the flag and runs its columns as for a split; what differs lives here, in
+Suite: the check of the spec, one column's run over the suites, the "agentdojo" block, the heading line, the task
+list of the page (format_dojo_table is the table).
 `--episodes N`: the first N user tasks of each suite without attack, and N injection cases spread over user and
 injection tasks (case k: user task k mod U, injection task (k mod U + k div U) mod I); 0 = all of them.
 
@@ -95,6 +97,14 @@ def parse_suite(spec):
     if any(n not in SUITES for n in names):
         raise DojoError(f"unknown AgentDojo suite '{name}': {', '.join(SUITES)} or all")
     return names, version or VERSION
+
+
+def get_suite(version, name):
+    """AgentDojo's TaskSuite `name` of benchmark `version` (DojoError if that version has no such suite)."""
+    try:
+        return require()["get_suite"](version, name)
+    except KeyError:
+        raise DojoError(f"AgentDojo has no suite '{name}' in version '{version}'") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,10 +397,7 @@ def run(policy, suite_name, tok=None, version=VERSION, episodes=0, label=None, a
     D = require()
     if isinstance(policy, str) and policy not in rollout.SCRIPTED:
         raise DojoError(f"unknown scripted policy '{policy}' (expert | naive)")
-    try:
-        suite = D["get_suite"](version, suite_name)
-    except KeyError:
-        raise DojoError(f"AgentDojo has no suite '{suite_name}' in version '{version}'") from None
+    suite = get_suite(version, suite_name)
     label = label or (policy if isinstance(policy, str) else "model")
     agent = make_agent(policy, tok, label=label, greedy=greedy, temperature=temperature, top_p=top_p,
                        max_steps=max_steps, max_new_tokens=max_new_tokens)
@@ -420,7 +427,7 @@ def run(policy, suite_name, tok=None, version=VERSION, episodes=0, label=None, a
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Metrics and the command line (reached through evaluate.py --suite)
+# Metrics and what evaluate.py --suite prints and writes
 
 DOJO_METRICS = [  # (name, group, metric of evaluate.METRICS)
     ("utility", "benign", "task_success"),
@@ -453,6 +460,42 @@ def format_dojo_table(results, suite=None):
         rows.append([name] + [fmt(c[name], c["ci"].get(name), decimals=1 if name == "mean_tokens" else 2)
                               for c in cols])
     return pipe_table([suite or "metric"] + labels, rows)
+
+
+class Suite:
+    """What `evaluate.py --suite agentdojo:<suite|all>[@version]` runs: AgentDojo's suites of one benchmark version,
+    checked at once (DojoError: the package is missing, the name is unknown, the version has no such suite), and
+    what evaluate.py prints and writes for them beside its own report."""
+
+    def __init__(self, spec):
+        require()  # the install line comes first, whatever the spec
+        self.names, self.version = parse_suite(spec)
+        for name in self.names:
+            get_suite(self.version, name)
+        self.source = f"AgentDojo {self.version} {'+'.join(self.names)}, attack {ATTACK}"
+
+    def run(self, policy, tok=None, label=None, **kw):
+        """One column: `policy` on every suite in turn (run); trajectory dicts."""
+        return [t for s in self.names for t in run(policy, s, tok, version=self.version, label=label, **kw)]
+
+    def summary(self, rep, per_suite):
+        """The "agentdojo" block of one column of the --out JSON: AgentDojo's names for the numbers of its
+        evaluate.report `rep`, and with several suites those of each ({suite: evaluate.report of its episodes})."""
+        out = {"suites": self.names, "version": self.version, "attack": ATTACK, **dojo_metrics(rep)}
+        if len(self.names) > 1:
+            out["per_suite"] = {s: dojo_metrics(per_suite[s]) for s in self.names}
+        return out
+
+    def heading(self, results, episodes, decoding):
+        """The line above the table: how many episodes of each kind, from where, how they were decoded."""
+        n = next(iter(results.values()))["agentdojo"]
+        return (f"{n['n_user_tasks']} user tasks and {n['n_injection_cases']} injection cases ({self.source}; "
+                f"{episodes or 'all'} per kind), {decoding}")
+
+    def page_tasks(self, trajs):
+        """The --html page's task list for the episodes `trajs`: each one's id and its suite's tools (and refuse)."""
+        tools = {s: [f.name for f in get_suite(self.version, s).tools] + ["refuse"] for s in self.names}
+        return [{"id": t["task_id"], "tools": tools[t["suite"]]} for t in trajs]
 
 
 if __name__ == "__main__":  # the same as evaluate.py --suite (run as a script: evaluate.py imports this file)

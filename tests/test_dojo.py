@@ -245,6 +245,16 @@ def test_cli_errors_are_one_line(capsys):
         assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
 
 
+@needs_dojo
+def test_unknown_version_is_one_line_before_any_model_loads(capsys, monkeypatch):
+    """A version without the suite was found only when the first column ran, after its model had loaded."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # were the model looked up: no probe of the hub
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--suite", "agentdojo:banking@v9", "--model", "no-such-model-xyz"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err == "error: AgentDojo has no suite 'banking' in version 'v9'", err
+
+
 def test_missing_package_says_how_to_install(monkeypatch, capsys):
     for name in [m for m in sys.modules if m == "agentdojo" or m.startswith("agentdojo.")]:
         monkeypatch.delitem(sys.modules, name)
