@@ -33,6 +33,8 @@ from plumbing.hub import ModelError  # noqa: F401  (model.ModelError: every load
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
 CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base")  # the shipped helpful-only tiny base
+# the shipped helpful-only LoRA warm start of SmolLM2-135M-Instruct (--preset small; --preset small-base builds it)
+SMALL_WARM_START = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warmstart", "smollm2-135m")
 
 
 # ------------------------------------------------------------------------------------------------------ loading
