@@ -126,6 +126,9 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
             if reference_adapter is not None:
                 model.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
                 model.set_adapter("default")
+            for config in getattr(model, "peft_config", {}).values():  # the folder this base came from, not the
+                # name an exported adapter records (peft looks the base up when it saves: on the hub, for a name)
+                config.base_model_name_or_path = model.get_base_model().config._name_or_path
         except Exception as e:
             what = f"the adapter {adapter or reference_adapter}" if adapter or reference_adapter else "LoRA"
             raise ModelError(f"cannot put {what} on '{name}': {loading.first_line(e)}") from None

@@ -136,11 +136,12 @@ def parse(argv, Args, PRESETS):
 
 # Seconds of `small` (SmolLM2-135M + LoRA) on 2-core CPUs without CUDA: (one SFT step of 16 sequences, one RL
 # iteration of 8 tasks x 4 samples x 6 turns x 96 tokens, None: not measured). bf16: a frozen bf16 base (--dtype auto
-# where the CPU has AVX512-BF16 or AMX), measure/bench.py's precision section on an AMD EPYC with AVX512-BF16, one
-# thread, the other core busy, 2026-12-06 (the untrained adapter writes every turn to the 96-token limit; peak
-# resident memory 14.1 GB). fp32 (--dtype fp32): 2026-12-02, micro-batches of 8, one shared thread, 14.9 GB. 4-bit:
-# 2026-12-02.
-CPU_COST_S = {"bf16": (164, 1347), "fp32": (353, None), "4bit": (281, None)}
+# where the CPU has AVX512-BF16 or AMX), on an AMD EPYC with AVX512-BF16, one thread, the other core busy, 2026-12-06:
+# the SFT of --preset small-base (60 steps of 8 in 59.5 min: 119 s per 16) and RL's first iteration from the shipped
+# warm start (443 s: rollout 195, update 248; 173 model tokens an episode; peak resident memory 4.2 GB; an untrained
+# adapter that writes every turn to the limit takes 1,347 s, measure/bench.py). fp32 (--dtype fp32): 2026-12-02,
+# micro-batches of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
+CPU_COST_S = {"bf16": (119, 443), "fp32": (353, None), "4bit": (281, None)}
 
 
 def cpu_warning(args):

@@ -555,6 +555,7 @@ def test_small_base_exports_a_lora_warm_start_that_rl_continues(tmp_path, tiny_d
     """`--preset small-base` (tiny budget, on the tiny model): LoRA SFT, no RL, the adapter exported with build.json
     and a config that names the model, not this machine's folder; a run with --sft-adapter then continues that adapter
     (its first RL step starts at KL 0 to it: it is the reference) and takes its before-RL numbers from build.json."""
+    import model as M
     from safetensors.torch import load_file
     warm, out = tmp_path / "warm", tmp_path / "rl"
     r = run_train(["--preset", "small-base", "--model", tiny_dir, "--out", str(tmp_path / "build"), "--export",
@@ -574,6 +575,10 @@ def test_small_base_exports_a_lora_warm_start_that_rl_continues(tmp_path, tiny_d
     assert abs(json.loads(open(out / "log.jsonl").readline())["kl"]) < 1e-6
     started = load_file(out / "ckpt" / "adapter" / "adapter_model.safetensors")
     assert started.keys() == trained.keys()
+    config = json.load(open(warm / "adapter_config.json"))  # an adapter that names its base (an export: a name),
+    (warm / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "no-such-model"}))
+    policy, _ = M.load_policy(tiny_dir, adapter=str(warm), reference_adapter=str(warm), device="cpu")
+    assert {c.base_model_name_or_path for c in policy.peft_config.values()} == {tiny_dir}  # is saved with its folder
     r = run_train(["--preset", "tiny", "--model", tiny_dir, "--sft-adapter", str(warm), "--sft-steps", "2", "--out",
                    str(out / "x")], cli_env, timeout=60)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(f"error: --sft-adapter {warm} is a")
@@ -702,11 +707,11 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         T.main(["--preset", "small", "--out", str(tmp_path / "run")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
-    if loading.native_bf16("cpu"):  # from the shipped warm start: 60 x 1347 s
-        assert "~1347 s per RL iteration in bf16" in first and "60 RL iterations take ~22.4 h" in first
+    if loading.native_bf16("cpu"):  # from the shipped warm start: 60 x 443 s
+        assert "~443 s per RL iteration in bf16" in first and "60 RL iterations take ~7.4 h" in first
         assert "SFT" not in first
-        base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 82 s (164 s at 16 sequences)
-        assert "~82 s per SFT step in bf16" in base and "60 SFT steps take ~1.4 h, then the evaluations" in base
+        base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 60 s (119 s at 16 sequences)
+        assert "~60 s per SFT step in bf16" in base and "60 SFT steps take ~1.0 h, then the evaluations" in base
     assert "353 s per SFT step in fp32" in runs.cpu_warning(T.parse(["--preset", "small-base", "--dtype", "fp32",
                                                                      "--sft-batch", "16"]))
     assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small-base", "--quant", "4bit",
