@@ -154,9 +154,10 @@ def cpu_warning(args):
         return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
                 f"takes ~{CPU_COST_S['bf16'][0]} s a step here in bf16: days or more; {demo}")
     kind = "4bit" if args.quant == "4bit" else "bf16" if M.frozen_dtype(args.dtype, "cpu") == torch.bfloat16 else "fp32"
-    sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 x 96)
+    sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 turns)
     sft = round(sft * args.sft_batch / 16)
-    rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps * args.max_new_tokens / 576)
+    # a warm start's turns end well before --max-new-tokens (173 model tokens an episode): not scaled by it
+    rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps / 6)
     work = [(what, each, n) for what, each, n in (("SFT steps", sft, args.sft_steps), ("RL iterations", rl, args.steps))
             if n > 0]
     known, unknown = [w for w in work if w[1]], [f"{n} {what} (not measured)" for what, each, n in work if not each]
