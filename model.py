@@ -33,6 +33,8 @@ from plumbing.hub import ModelError  # noqa: F401  (model.ModelError: every load
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "mosaic")
 CACHE_DIR = os.environ.get("MOSAIC_CACHE", DEFAULT_CACHE_DIR)
 BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base")  # the shipped helpful-only tiny base
+# the shipped helpful-only LoRA warm start of SmolLM2-135M-Instruct (--preset small; --preset small-base builds it)
+SMALL_WARM_START = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warmstart", "smollm2-135m")
 
 
 # ------------------------------------------------------------------------------------------------------ loading
@@ -124,6 +126,9 @@ def load_policy(name, quant="none", lora=True, lora_r=16, lora_alpha=32, device=
             if reference_adapter is not None:
                 model.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
                 model.set_adapter("default")
+            for config in getattr(model, "peft_config", {}).values():  # the folder this base came from, not the
+                # name an exported adapter records (peft looks the base up when it saves: on the hub, for a name)
+                config.base_model_name_or_path = model.get_base_model().config._name_or_path
         except Exception as e:
             what = f"the adapter {adapter or reference_adapter}" if adapter or reference_adapter else "LoRA"
             raise ModelError(f"cannot put {what} on '{name}': {loading.first_line(e)}") from None

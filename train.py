@@ -12,7 +12,8 @@ RL's, then the warm start's) and the warm start.
 0. The warm start behaves like a helpful-only instruct model (it does what it is asked, harmful or not), as in the
    paper, which starts from an instruct model. `tiny` starts from `base/`, a 2.5 M-parameter model this repository
    ships, built by `--preset base` (SFT of a random-init Llama on copy drills, then on scripted episodes of fresh
-   tasks, 70% naive and 30% expert, plus drills); `small` adds a short LoRA SFT so that SmolLM2-135M learns the format.
+   tasks, 70% naive and 30% expert, plus drills); `small` starts from a LoRA warm start of SmolLM2-135M-Instruct that
+   this repository ships (warmstart/smollm2-135m/, built by `--preset small-base`: a short LoRA SFT on the same mix).
 1. RL. One iteration: fresh tasks balanced over the four categories, a group of G trajectories per task
    (rollout.py), every pair in a group compared by the judge and the wins turned into rewards and group-relative
    advantages (judge.py), then one update of the LoRA adapter on the policy's own tokens only (prompt and tool
@@ -318,8 +319,11 @@ PRESETS = {
                  steps=0, max_new_tokens=96, eval_episodes=50, out="runs/base", export=M.BASE_DIR),
     "tiny": dict(model="tiny-base", quant="none", sft_steps=0, steps=30, lr=1e-3, kl_coef=0.3, tasks_per_step=8,
                  max_new_tokens=96, eval_episodes=50, out="runs/tiny"),
-    "small": dict(model="smollm2-135m", quant="none", sft_steps=150, sft_full=False, sft_lr=5e-4, steps=60,
-                  lr=2e-4, tasks_per_step=8, max_new_tokens=96, eval_episodes=50, out="runs/small"),
+    "small-base": dict(model="smollm2-135m", quant="none", sft_steps=60, sft_batch=8, sft_full=False, sft_lr=1e-3,
+                       steps=0, max_new_tokens=192, eval_episodes=100, rollout_batch=64, out="runs/small-base",
+                       export=M.SMALL_WARM_START),
+    "small": dict(model="smollm2-135m", quant="none", sft_steps=0, sft_adapter=M.SMALL_WARM_START, steps=60,
+                  lr=2e-4, tasks_per_step=8, max_new_tokens=192, eval_episodes=100, rollout_batch=64, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
                   tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,
                   out="runs/paper"),
@@ -421,8 +425,12 @@ class Args:
     """copy drills added to each SFT step on tasks (keeps the copying)"""
     sft_goal_drills: int = 0
     """goal drills added to each SFT step on tasks: planted text in a long text quoted, then the call it asks for"""
+    sft_adapter: str = ""
+    """a finished LoRA warm start (what --export wrote after a LoRA SFT) instead of --sft-steps: RL continues it and,
+    frozen, it is the reference (--preset small: warmstart/smollm2-135m/, built by --preset small-base)"""
     export: str = ""
-    """with --steps 0 and full SFT: write the SFT model here (how --preset base makes base/)"""
+    """with --steps 0: write the warm start here, the SFT model (full SFT: how --preset base makes base/) or its LoRA
+    adapter (how --preset small-base makes warmstart/smollm2-135m/), with build.json (its time, flags and numbers)"""
 
 
 def parse(argv):
@@ -436,9 +444,9 @@ def parse(argv):
 
 def warm_start(args, dev, ckpt, peaks=None, track=None):
     """The policy RL starts from, with a LoRA adapter to train, and the name of its base. Full SFT (tiny from
-    scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter and is both the
-    adapter RL continues and, frozen, the reference."""
-    sft_dir, sft_adapter = os.path.join(args.out, "sft"), os.path.join(args.out, "sft_adapter")
+    scratch) is saved in out/sft and becomes the base; a LoRA SFT is saved in out/sft_adapter (or was made earlier:
+    --sft-adapter) and is both the adapter RL continues and, frozen, the reference."""
+    sft_dir, sft_adapter = os.path.join(args.out, "sft"), args.sft_adapter or os.path.join(args.out, "sft_adapter")
     lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, device=dev, dtype=args.dtype)
     resume_adapter = os.path.join(ckpt, "adapter") if ckpt else None
     if args.sft_steps > 0 and args.sft_full and args.quant == "none":
@@ -454,7 +462,7 @@ def warm_start(args, dev, ckpt, peaks=None, track=None):
         sft(policy, tok, args, dev, peaks, track)
         policy.save_pretrained(sft_adapter)
         del policy
-    if args.sft_steps > 0:  # RL continues the SFT adapter; its frozen copy is the reference
+    if args.sft_steps > 0 or args.sft_adapter:  # RL continues the SFT adapter; its frozen copy is the reference
         policy, tok = M.load_policy(args.model, args.quant, adapter=resume_adapter or sft_adapter,
                                     reference_adapter=sft_adapter, **lora)
     else:

@@ -117,8 +117,14 @@ def parse(argv, Args, PRESETS):
         bad = bad or str(e)
     if bad:
         sys.exit(f"error: {bad}")
-    if args.export and not (args.steps == 0 and args.sft_full and args.quant == "none" and args.sft_steps > 0):
-        sys.exit("error: --export writes a fully fine-tuned SFT model: it needs --steps 0 --sft-full --quant none")
+    if args.sft_adapter and args.sft_steps > 0:
+        sys.exit(f"error: --sft-adapter {args.sft_adapter} is a finished warm start: pass --sft-steps 0 with it, or "
+                 "--sft-adapter '' for a new SFT")
+    if args.sft_adapter and not os.path.isfile(os.path.join(args.sft_adapter, "adapter_config.json")):
+        sys.exit(f"error: --sft-adapter {args.sft_adapter} holds no LoRA adapter (no adapter_config.json)")
+    if args.export and not (args.steps == 0 and args.sft_steps > 0 and (args.quant == "none" or not args.sft_full)):
+        sys.exit("error: --export writes the SFT warm start: it needs --steps 0 and --sft-steps > 0 (and --quant none "
+                 "with --sft-full)")
     export = os.path.realpath(args.export) if args.export else ""  # model.save_model replaces the folder whole
     if export and os.path.commonpath([export, os.path.realpath(args.out)]) == export:
         sys.exit(f"error: --export {args.export} holds --out {args.out}: the model replaces that folder whole")
@@ -130,32 +136,38 @@ def parse(argv, Args, PRESETS):
 
 # Seconds of `small` (SmolLM2-135M + LoRA) on 2-core CPUs without CUDA: (one SFT step of 16 sequences, one RL
 # iteration of 8 tasks x 4 samples x 6 turns x 96 tokens, None: not measured). bf16: a frozen bf16 base (--dtype auto
-# where the CPU has AVX512-BF16 or AMX), measure/bench.py's precision section on an AMD EPYC with AVX512-BF16, one
-# thread, the other core busy, 2026-12-06 (the untrained adapter writes every turn to the 96-token limit; peak
-# resident memory 14.1 GB). fp32 (--dtype fp32): 2026-12-02, micro-batches of 8, one shared thread, 14.9 GB. 4-bit:
-# 2026-12-02.
-CPU_COST_S = {"bf16": (164, 1347), "fp32": (353, None), "4bit": (281, None)}
+# where the CPU has AVX512-BF16 or AMX), on an AMD EPYC with AVX512-BF16, one thread, the other core busy, 2026-12-06:
+# the SFT of --preset small-base (60 steps of 8 in 59.5 min: 119 s per 16) and RL's first iteration from the shipped
+# warm start (443 s: rollout 195, update 248; 173 model tokens an episode; peak resident memory 4.2 GB; an untrained
+# adapter that writes every turn to the limit takes 1,347 s, measure/bench.py). fp32 (--dtype fp32): 2026-12-02,
+# micro-batches of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
+CPU_COST_S = {"bf16": (119, 443), "fp32": (353, None), "4bit": (281, None)}
 
 
 def cpu_warning(args):
     """The line a run of `small` or `paper` prints before it starts on a machine without CUDA (hours of work), or
     None. It warns and goes on: a short run (--sft-steps 1 --steps 0) is a fair thing to do on a CPU."""
-    if args.preset not in ("small", "paper") or torch.cuda.is_available():
+    if args.preset not in ("small", "small-base", "paper") or torch.cuda.is_available():
         return None
     demo = "for the CPU demo run `python train.py --preset tiny` (~5 min)"
     if args.preset == "paper":
         return (f"warning: --preset paper on a CPU (no CUDA GPU): {args.model} is 50x `small`, whose SFT alone "
                 f"takes ~{CPU_COST_S['bf16'][0]} s a step here in bf16: days or more; {demo}")
     kind = "4bit" if args.quant == "4bit" else "bf16" if M.frozen_dtype(args.dtype, "cpu") == torch.bfloat16 else "fp32"
-    sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 x 96)
+    sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 turns)
     sft = round(sft * args.sft_batch / 16)
-    rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps * args.max_new_tokens / 576)
-    hours = args.sft_steps * sft / 3600 + (args.steps * rl / 3600 if rl else 0)
-    rl_text = f" and ~{rl} s per RL iteration" if rl else ""
-    return (f"warning: --preset small on a CPU (no CUDA GPU): ~{sft} s per SFT step{rl_text} in {kind} (measured on a "
-            f"2-core CPU, one thread, scaled to these sizes), so its {args.sft_steps} SFT steps"
-            + (f" and {args.steps} RL iterations take ~{hours:.1f} h, then the evaluations" if rl else
-               f" take ~{hours:.1f} h, then {args.steps} RL iterations and the evaluations") + f"; {demo}")
+    # a warm start's turns end well before --max-new-tokens (173 model tokens an episode): not scaled by it
+    rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps / 6)
+    work = [(what, each, n) for what, each, n in (("SFT steps", sft, args.sft_steps), ("RL iterations", rl, args.steps))
+            if n > 0]
+    known, unknown = [w for w in work if w[1]], [f"{n} {what} (not measured)" for what, each, n in work if not each]
+    head = f"warning: --preset {args.preset} on a CPU (no CUDA GPU)"
+    if not known:
+        return f"{head}: {' and '.join(unknown) or 'its evaluations'} in {kind}: hours or more; {demo}"
+    hours = sum(each * n for _, each, n in known) / 3600
+    return (f"{head}: {' and '.join(f'~{each} s per {what[:-1]}' for what, each, _ in known)} in {kind} (measured on "
+            f"a 2-core CPU, one thread, scaled to these sizes), so its {' and '.join(f'{n} {what}' for what, _, n in known)}"
+            f" take ~{hours:.1f} h, then {' and '.join(unknown + ['the evaluations'])}; {demo}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,7 +351,7 @@ class Run:
         """The before-RL metrics: a resumed run's before.json, the shipped base's own numbers (base/build.json, made
         with the same evaluation settings), or `evaluate()`; kept in before.json."""
         args, path = self.args, os.path.join(self.args.out, "before.json")
-        build = os.path.join(M.BASE_DIR if base == "tiny-base" else base, "build.json")
+        build = os.path.join(args.sft_adapter or (M.BASE_DIR if base == "tiny-base" else base), "build.json")
         same_eval = ("eval_episodes", "max_steps", "max_new_tokens", "quant", "dtype")  # 4-bit, bf16: other episodes
         if os.path.isfile(path):  # a resumed run's (its flags were checked); unreadable: evaluated again
             try:
@@ -353,8 +365,8 @@ class Run:
         if made and args.sft_steps == 0 and all(made.get(k) == getattr(args, k) for k in same_eval):
             # a shipped base carries its own numbers
             before = json.load(open(build))["metrics"]
-            print(f"before RL: the numbers of {build} (same evaluation settings; the fresh LoRA adapter changes "
-                  "nothing)")
+            print(f"before RL: the numbers of {build} (same evaluation settings; " +
+                  ("RL starts from that adapter)" if args.sft_adapter else "the fresh LoRA adapter changes nothing)"))
         else:
             before = evaluate()
         if self.main:
@@ -362,13 +374,26 @@ class Run:
         return before
 
     def export(self, base, tok, before):
-        """--export (the base build): the fully fine-tuned SFT model, in fp32 as evaluated, with build.json."""
+        """--export (a warm-start build): the fully fine-tuned SFT model in fp32, or the LoRA SFT's adapter (its config
+        naming --model, not this machine's folder), as evaluated, with build.json; the folder replaced whole."""
         if not self.main:
             return
-        M.save_model(self.args.export, M.load_base(base, device="cpu")[0], tok)
-        write_json(os.path.join(self.args.export, "build.json"), {
-            "seconds": round(time.time() - self.t_start, 1), "metrics": before, "args": asdict(self.args)})
-        print(f"exported the SFT model to {self.args.export}/ (safetensors, tokenizer, build.json)")
+        args, build = self.args, {"seconds": round(time.time() - self.t_start, 1), "metrics": before,
+                                  "args": asdict(self.args)}
+        if args.sft_full:
+            M.save_model(args.export, M.load_base(base, device="cpu")[0], tok)
+            write_json(os.path.join(args.export, "build.json"), build)
+            print(f"exported the SFT model to {args.export}/ (safetensors, tokenizer, build.json)")
+            return
+        adapter = os.path.join(args.out, "sft_adapter")
+        config = json.load(open(os.path.join(adapter, "adapter_config.json")))
+
+        def fill(tmp):
+            write_json(os.path.join(tmp, "adapter_config.json"), {**config, "base_model_name_or_path": args.model})
+            shutil.copy(os.path.join(adapter, "adapter_model.safetensors"), tmp)
+            write_json(os.path.join(tmp, "build.json"), build)
+        write_folder_atomic(args.export.rstrip("/"), fill)
+        print(f"exported the SFT adapter to {args.export}/ (adapter_config.json, adapter_model.safetensors, build.json)")
 
     def resume(self, opt):
         """The first RL step: 0, or a checkpoint's step, with its optimizer and RNG state restored into `opt` and

@@ -551,6 +551,39 @@ def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --export")
 
 
+def test_small_base_exports_a_lora_warm_start_that_rl_continues(tmp_path, tiny_dir, cli_env):
+    """`--preset small-base` (tiny budget, on the tiny model): LoRA SFT, no RL, the adapter exported with build.json
+    and a config that names the model, not this machine's folder; a run with --sft-adapter then continues that adapter
+    (its first RL step starts at KL 0 to it: it is the reference) and takes its before-RL numbers from build.json."""
+    import model as M
+    from safetensors.torch import load_file
+    warm, out = tmp_path / "warm", tmp_path / "rl"
+    r = run_train(["--preset", "small-base", "--model", tiny_dir, "--out", str(tmp_path / "build"), "--export",
+                   str(warm), *QUICK, "--steps", "0", "--sft-lr", "2e-2"], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.listdir(warm)) == ["adapter_config.json", "adapter_model.safetensors", "build.json"]
+    assert json.load(open(warm / "adapter_config.json"))["base_model_name_or_path"] == tiny_dir
+    trained = load_file(warm / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in trained.items())  # SFT moved it
+    build = json.load(open(warm / "build.json"))
+    assert build["metrics"]["test"]["overall"]["n"] == 4 and build["args"]["sft_full"] is False
+    r = run_train(["--preset", "tiny", "--model", tiny_dir, "--sft-adapter", str(warm), "--out", str(out), *QUICK,
+                   "--sft-steps", "0", "--steps", "1", "--save-every", "1"], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    assert summary["before"] == build["metrics"] and "numbers of" in r.stdout
+    assert abs(json.loads(open(out / "log.jsonl").readline())["kl"]) < 1e-6
+    started = load_file(out / "ckpt" / "adapter" / "adapter_model.safetensors")
+    assert started.keys() == trained.keys()
+    config = json.load(open(warm / "adapter_config.json"))  # an adapter that names its base (an export: a name),
+    (warm / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "no-such-model"}))
+    policy, _ = M.load_policy(tiny_dir, adapter=str(warm), reference_adapter=str(warm), device="cpu")
+    assert {c.base_model_name_or_path for c in policy.peft_config.values()} == {tiny_dir}  # is saved with its folder
+    r = run_train(["--preset", "tiny", "--model", tiny_dir, "--sft-adapter", str(warm), "--sft-steps", "2", "--out",
+                   str(out / "x")], cli_env, timeout=60)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(f"error: --sft-adapter {warm} is a")
+
+
 def test_base_numbers_are_not_taken_for_a_4bit_policy(tmp_path, tiny_dir):
     """A base's build.json holds its numbers in full precision: a run that puts the base in 4-bit (which changes its
     greedy episodes) evaluates it instead of reporting those numbers as its own 'before'."""
@@ -674,10 +707,17 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         T.main(["--preset", "small", "--out", str(tmp_path / "run")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
-    if loading.native_bf16("cpu"):  # 150 x 164 s + 60 x 1347 s
-        assert "164 s per SFT step and ~1347 s per RL iteration in bf16" in first and "take ~29.3 h" in first
-    assert "353 s per SFT step in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype", "fp32"]))
-    assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small", "--quant", "4bit"]))
+    if loading.native_bf16("cpu"):  # from the shipped warm start: 60 x 443 s
+        assert "~443 s per RL iteration in bf16" in first and "60 RL iterations take ~7.4 h" in first
+        assert "SFT" not in first
+        base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 60 s (119 s at 16 sequences)
+        assert "~60 s per SFT step in bf16" in base and "60 SFT steps take ~1.0 h, then the evaluations" in base
+    assert "353 s per SFT step in fp32" in runs.cpu_warning(T.parse(["--preset", "small-base", "--dtype", "fp32",
+                                                                     "--sft-batch", "16"]))
+    assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small-base", "--quant", "4bit",
+                                                                     "--sft-batch", "16"]))
+    assert "60 RL iterations (not measured) in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype",
+                                                                                  "fp32"]))
     assert "days" in runs.cpu_warning(T.parse(["--preset", "paper"]))
     assert runs.cpu_warning(T.parse(["--preset", "tiny"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
