@@ -124,12 +124,21 @@ def rl_step(policy, opt, tok, step, args, dev, judge):
 
 
 def sample_tasks(step, args):
-    """Tasks of one RL step: fresh train tasks balanced over categories, a pure function of (seed, step) so
-    --resume is exact."""
-    tasks = T.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=-(-args.tasks_per_step // 4))
-    for t in tasks:
-        t["id"] = t["id"].replace("train-", f"rl{step}-")
-    return tasks[:args.tasks_per_step]
+    """Tasks of one RL step: fresh train tasks, a pure function of (seed, step) so --resume is exact. Balanced over
+    categories by default; --harmful-share sets the harmful tasks' share and the others split the rest (which of them
+    gets a remainder turns with the step). Categories stay interleaved, so each torchrun process gets a mix."""
+    n = args.tasks_per_step
+    others = [c for c in T.CATEGORIES if c != "harmful"]
+    others = others[step % 3:] + others[:step % 3]
+    quota = {"harmful": round(n * args.harmful_share)}
+    quota.update({c: (n - quota["harmful"]) // 3 + (i < (n - quota["harmful"]) % 3) for i, c in enumerate(others)})
+    tasks = []
+    for t in T.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=n):
+        if quota[t["category"]] > 0:
+            quota[t["category"]] -= 1
+            t["id"] = t["id"].replace("train-", f"rl{step}-")
+            tasks.append(t)
+    return tasks
 
 
 def judge_groups(trajs, args, judge):
@@ -361,7 +370,9 @@ class Args:
     steps: int = 40
     """RL iterations"""
     tasks_per_step: int = 8
-    """tasks per iteration (balanced over categories)"""
+    """tasks per iteration (balanced over categories, but see --harmful-share)"""
+    harmful_share: float = 0.25
+    """share of each iteration's tasks that are harmful; the other three categories split the rest (0.25: balanced)"""
     group_size: int = 4
     """trajectories per task (G)"""
     lr: float = 2e-3

@@ -104,6 +104,7 @@ def parse(argv, Args, PRESETS):
               (f"--seed must be below 2**32 in absolute value, not {args.seed}", abs(args.seed) < 2**32),
               (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
+              (f"--harmful-share must be in [0, 1], not {args.harmful_share}", 0 <= args.harmful_share <= 1),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0),
               (f"--track must be one of {' | '.join(track.KINDS)} (or left out), not '{args.track}'",
                args.track in ("", *track.KINDS)),

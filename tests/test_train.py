@@ -121,6 +121,24 @@ def test_sample_tasks_is_balanced_fresh_and_a_function_of_the_step():
     assert sum(t["instruction"] in train for t in a + c) <= 2  # fresh entities, not the fixed train split
 
 
+def test_harmful_share_weights_the_rl_batch_and_its_default_is_the_balanced_batch():
+    import collections
+    base = T.Args(tasks_per_step=8, seed=3)
+    old = TK.make_split("train", seed="rl:3:5", n_per_category=2)  # the balanced batch: the first 2 of each category
+    assert [t["instruction"] for t in T.sample_tasks(5, base)] == [t["instruction"] for t in old]
+    for step in range(3):
+        tasks = T.sample_tasks(step, T.Args(tasks_per_step=8, seed=3, harmful_share=0.5))
+        n = collections.Counter(t["category"] for t in tasks)
+        assert n["harmful"] == 4 and sorted(n[c] for c in ("benign", "injection", "privacy")) == [1, 1, 2]
+        assert len({t["id"] for t in tasks}) == 8
+        assert {t["category"] for t in tasks[:4]} >= {"harmful"} and {t["category"] for t in tasks[4:]} >= {"harmful"}
+    extra = {max(("benign", "injection", "privacy"), key=lambda c: sum(t["category"] == c for t in T.sample_tasks(
+        s, T.Args(tasks_per_step=8, seed=3, harmful_share=0.5)))) for s in range(3)}
+    assert len(extra) == 3  # the remainder goes round the other categories
+    assert {t["category"] for t in T.sample_tasks(0, T.Args(tasks_per_step=6, harmful_share=1.0))} == {"harmful"}
+    assert "harmful" not in {t["category"] for t in T.sample_tasks(0, T.Args(tasks_per_step=6, harmful_share=0.0))}
+
+
 def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
     _, tok = tiny
     args = T.Args(sft_batch=8, sft_drills=2, sft_goal_drills=3, sft_drill_steps=3, drill_batch=5, seed=0)
