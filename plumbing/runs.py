@@ -143,6 +143,18 @@ def parse(argv, Args, PRESETS):
 # adapter that writes every turn to the limit takes 1,347 s, measure/bench.py). fp32 (--dtype fp32): 2026-12-02,
 # micro-batches of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
 CPU_COST_S = {"bf16": (119, 443), "fp32": (353, None), "4bit": (281, None)}
+# under torchrun with 2 processes on those 2 cores, bf16: a median of 204 s per RL iteration from the shipped warm start
+# (16 iterations, 2026-12-07; 154-263 s from other warm starts); the SFT runs on rank 0 alone, as fast as one process
+RL_TWO_PROCESSES_S = 204
+
+
+def rl_steps_done(args):
+    """The RL steps a --resume run has done (its checkpoint's step); 0 for a new run or an unreadable checkpoint."""
+    ckpt = latest_checkpoint(args.out) if args.resume else None
+    try:
+        return int(json.load(open(os.path.join(ckpt, "state.json")))["step"]) if ckpt else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def cpu_warning(args):
@@ -156,19 +168,23 @@ def cpu_warning(args):
                 f"takes ~{CPU_COST_S['bf16'][0]} s a step here in bf16: days or more; {demo}")
     kind = "4bit" if args.quant == "4bit" else "bf16" if M.frozen_dtype(args.dtype, "cpu") == torch.bfloat16 else "fp32"
     sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 turns)
+    two = kind == "bf16" and dist.world() == 2
+    rl = RL_TWO_PROCESSES_S if two else rl
     sft = round(sft * args.sft_batch / 16)
     # a warm start's turns end well before --max-new-tokens (173 model tokens an episode): not scaled by it
     rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps / 6)
-    work = [(what, each, n) for what, each, n in (("SFT steps", sft, args.sft_steps), ("RL iterations", rl, args.steps))
-            if n > 0]
+    done = rl_steps_done(args)  # a resumed run has its warm start and these steps behind it
+    work = [(what, each, n) for what, each, n in (("SFT steps", sft, 0 if done else args.sft_steps),
+                                                  ("RL iterations", rl, args.steps - done)) if n > 0]
     known, unknown = [w for w in work if w[1]], [f"{n} {what} (not measured)" for what, each, n in work if not each]
     head = f"warning: --preset {args.preset} on a CPU (no CUDA GPU)"
     if not known:
         return f"{head}: {' and '.join(unknown) or 'its evaluations'} in {kind}: hours or more; {demo}"
     hours = sum(each * n for _, each, n in known) / 3600
+    how = "2 processes on 2 cores" if two else "one thread"
     return (f"{head}: {' and '.join(f'~{each} s per {what[:-1]}' for what, each, _ in known)} in {kind} (measured on "
-            f"a 2-core CPU, one thread, scaled to these sizes), so its {' and '.join(f'{n} {what}' for what, _, n in known)}"
-            f" take ~{hours:.1f} h, then {' and '.join(unknown + ['the evaluations'])}; {demo}")
+            f"a 2-core CPU, {how}, scaled to these sizes), so its {' and '.join(f'{n} {what}' for what, _, n in known)}"
+            f"{' left' if done else ''} take ~{hours:.1f} h, then {' and '.join(unknown + ['the evaluations'])}; {demo}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from conftest import ROOT
 
 import tasks as TK
 import train as T
-from plumbing import loading, runs
+from plumbing import dist, loading, runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # losses vs slow references
@@ -737,6 +737,16 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
     assert "60 RL iterations (not measured) in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype",
                                                                                   "fp32"]))
     assert "days" in runs.cpu_warning(T.parse(["--preset", "paper"]))
+    if loading.native_bf16("cpu"):  # a resumed run prices the steps it has left; two processes, their own figure
+        out = tmp_path / "resumed"
+        (out / "ckpt").mkdir(parents=True)
+        (out / "args.json").write_text(json.dumps({**vars(T.parse(["--preset", "small"])), "out": str(out)}))
+        (out / "ckpt" / "state.json").write_text(json.dumps({"step": 40}))
+        left = runs.cpu_warning(T.parse(["--resume", "--out", str(out)]))
+        assert "20 RL iterations left take ~2.5 h" in left, left
+        monkeypatch.setattr(dist, "world", lambda: 2)
+        assert "~204 s per RL iteration in bf16 (measured on a 2-core CPU, 2 processes on 2 cores" in \
+            runs.cpu_warning(T.parse(["--preset", "small"]))
     assert runs.cpu_warning(T.parse(["--preset", "tiny"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runs.cpu_warning(T.parse(["--preset", "small"])) is None
