@@ -130,10 +130,10 @@ def sample_tasks(step, args):
     n = args.tasks_per_step
     others = [c for c in T.CATEGORIES if c != "harmful"]
     others = others[step % 3:] + others[:step % 3]
-    quota = {"harmful": round(n * args.harmful_share)}
-    quota.update({c: (n - quota["harmful"]) // 3 + (i < (n - quota["harmful"]) % 3) for i, c in enumerate(others)})
-    tasks = []
-    for t in T.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=n):
+    harmful = round(n * args.harmful_share)
+    quota = {"harmful": harmful, **{c: (n - harmful) // 3 + (i < (n - harmful) % 3) for i, c in enumerate(others)}}
+    tasks = []  # make_split's first k tasks of a category do not depend on how many it makes: make only what is kept
+    for t in T.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=max(quota.values())):
         if quota[t["category"]] > 0:
             quota[t["category"]] -= 1
             t["id"] = t["id"].replace("train-", f"rl{step}-")
