@@ -725,8 +725,8 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         T.main(["--preset", "small", "--out", str(tmp_path / "run")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
-    if loading.native_bf16("cpu"):  # from the shipped warm start: 60 x 443 s
-        assert "~443 s per RL iteration in bf16" in first and "60 RL iterations take ~7.4 h" in first
+    if loading.native_bf16("cpu"):  # from the shipped warm start: 30 x 443 s
+        assert "~443 s per RL iteration in bf16" in first and "30 RL iterations take ~3.7 h" in first
         assert "SFT" not in first
         base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 60 s (119 s at 16 sequences)
         assert "~60 s per SFT step in bf16" in base and "60 SFT steps take ~1.0 h, then the evaluations" in base
@@ -734,14 +734,14 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
                                                                      "--sft-batch", "16"]))
     assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small-base", "--quant", "4bit",
                                                                      "--sft-batch", "16"]))
-    assert "60 RL iterations (not measured) in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype",
+    assert "30 RL iterations (not measured) in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype",
                                                                                   "fp32"]))
     assert "days" in runs.cpu_warning(T.parse(["--preset", "paper"]))
     if loading.native_bf16("cpu"):  # a resumed run prices the steps it has left; two processes, their own figure
         out = tmp_path / "resumed"
         (out / "ckpt").mkdir(parents=True)
         (out / "args.json").write_text(json.dumps({**vars(T.parse(["--preset", "small"])), "out": str(out)}))
-        (out / "ckpt" / "state.json").write_text(json.dumps({"step": 40}))
+        (out / "ckpt" / "state.json").write_text(json.dumps({"step": 10}))
         left = runs.cpu_warning(T.parse(["--resume", "--out", str(out)]))
         assert "20 RL iterations left take ~2.5 h" in left, left
         monkeypatch.setattr(dist, "world", lambda: 2)
