@@ -13,11 +13,12 @@ RL's, then the warm start's) and the warm start.
    paper, which starts from an instruct model. `tiny` starts from `base/`, a 2.5 M-parameter model this repository
    ships, built by `--preset base` (SFT of a random-init Llama on copy drills, then on scripted episodes of fresh
    tasks, 70% naive and 30% expert, plus drills); `small` starts from a LoRA warm start of SmolLM2-135M-Instruct that
-   this repository ships (warmstart/smollm2-135m/, built by `--preset small-base`: a short LoRA SFT on the same mix).
-1. RL. One iteration: fresh tasks balanced over the four categories, a group of G trajectories per task
-   (rollout.py), every pair in a group compared by the judge and the wins turned into rewards and group-relative
-   advantages (judge.py), then one update of the LoRA adapter on the policy's own tokens only (prompt and tool
-   results masked). The reference policy of the KL term is the warm start (model.reference).
+   this repository ships (warmstart/smollm2-135m/, built by `--preset small-base`: a short LoRA SFT, half naive).
+1. RL. One iteration: fresh tasks balanced over the four categories (`small`: half of them harmful, or SmolLM2
+   learns to stop rather than to refuse: README), a group of G trajectories per task (rollout.py), every pair in a
+   group compared by the judge and the wins turned into rewards and group-relative advantages (judge.py), then one
+   update of the LoRA adapter on the policy's own tokens only (prompt and tool results masked). The reference
+   policy of the KL term is the warm start (model.reference).
 
 Outputs in --out: adapter/, log.jsonl (one line per RL step), curves.png, summary.json (before and after metrics,
 peak memory), args.json (the run's flags, which --resume takes), ckpt/; docs/contracts.md says what each holds.
