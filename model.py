@@ -8,8 +8,11 @@ log-probs.
     logp = token_logprobs(model, ids, attn, where=own)    # [B, T-1]: log-probs of the model's own tokens (train.py)
     with reference(model):                                # the reference policy: the warm start (LoRA off, or
         ref = token_logprobs(model, ids, attn, where=own)   # the frozen SFT adapter after a LoRA SFT)
+    logp = shared_prefix_logprobs(model, ids, attn, own)  # the same, for one task's trajectories: prompt run once
 
-Read in this order: load_base, load_policy (LoRA, the dtype of the frozen base), reference, token_logprobs.
+Read in this order: load_base, load_policy (LoRA, the dtype of the frozen base), reference, token_logprobs,
+shared_prefix_logprobs (importing this module makes transformers' "sdpa" attention take a packed row when a forward
+passes `packing`: _sdpa_or_packed; every other forward is unchanged).
 Where models come from is plumbing/loading.py: "tiny-base" is the directory base/ next to this file (built by
 `python train.py --preset base`); "tiny" is built once into CACHE_DIR by plumbing/hub.py (a byte-level BPE trained on
 tasks.corpus_texts(), the 8 format tags as single tokens that decode as text, ChatML template); "smollm2-135m" is
@@ -25,7 +28,7 @@ import sys
 from plumbing import loading  # first: it quiets the known warnings before transformers, peft, bitsandbytes load
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
 
 from plumbing.cli import write_folder_atomic
 from plumbing.hub import ModelError  # noqa: F401  (model.ModelError: every load error, one line)
@@ -175,6 +178,75 @@ def token_logprobs(model, input_ids, attention_mask, where=None):
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).logits
     return _logprob_of(logits[:, :-1], targets)
+
+
+def shared_prefix_logprobs(model, input_ids, attention_mask, where):
+    """token_logprobs(model, input_ids, attention_mask, where) of a left-padded batch whose rows share a prefix (the
+    trajectories of one task share its system prompt and request: SmolLM2, ~600 of ~900 tokens), in one forward of
+    one packed row: the common prefix once, then each row's rest at the positions it has in its row, seeing the
+    prefix and its own earlier tokens (_packed_attention). The same numbers up to float rounding, gradients included,
+    with no padding and (prefix + rests) tokens instead of rows x prefix + rests. Models whose attention does not go
+    through transformers' AttentionInterface as "sdpa" (its default where torch has SDPA) go through token_logprobs."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if (input_ids.shape[0] == 1 or model.config._attn_implementation != "sdpa"
+            or not getattr(base, "_supports_attention_backend", False)):
+        return token_logprobs(model, input_ids, attention_mask, where)
+    B, T = input_ids.shape
+    dev = input_ids.device
+    where = where & attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()  # within the rows
+    lens = attention_mask.sum(-1).tolist()
+    rows = [input_ids[i, T - n:] for i, n in enumerate(lens)]
+    short = min(lens)
+    same = (torch.stack([r[:short] for r in rows]) == rows[0][:short]).all(0)
+    P = min(int(same.long().cumprod(0).sum()), short - 1)  # the common prefix; every row keeps a token of its own
+    starts = [P + sum(n - P for n in lens[:i]) for i in range(B)]  # where each row's rest begins in the packed row
+    packed = torch.cat([rows[0][:P]] + [r[P:] for r in rows])[None]
+    pos = torch.cat([torch.arange(P)] + [torch.arange(P, n) for n in lens]).to(dev)[None]
+    packing = {"prefix": P, "rests": [(s, n - P) for s, n in zip(starts, lens)], "calls": 0}
+    hidden = model.get_decoder()(input_ids=packed, position_ids=pos, use_cache=False,
+                                 packing=packing).last_hidden_state[0]
+    assert packing["calls"] > 0, "the packed row went through an attention that ignores its layout"
+    at, targets = [], []  # token k of row i sits at k in the packed row if k < P, else at starts[i] + k - P
+    for i, n in enumerate(lens):
+        k = torch.cat([torch.arange(P), torch.arange(starts[i], starts[i] + n - P)]).to(dev)[:-1]
+        w = where[i, T - n:]
+        at.append(k[w])
+        targets.append(rows[i][1:][w])
+    out = torch.zeros(where.shape, dtype=torch.float32, device=dev)
+    out[where] = _logprob_of(model.get_output_embeddings()(hidden[torch.cat(at)]), torch.cat(targets))
+    return out
+
+
+def _packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packing=None, **kwargs):
+    """Attention over a packed row [prefix, rest_0, rest_1, ...] (shared_prefix_logprobs): the prefix attends
+    causally to itself, each rest to the whole prefix and causally to itself, never to another rest. query [1, H, L,
+    D], key and value [1, H_kv, L, D]; returns [1, L, H, D] as transformers' attention functions do."""
+    packing["calls"] += 1
+    rep = query.shape[1] // key.shape[1]  # grouped-query attention: each key/value head serves `rep` query heads
+    key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    P = packing["prefix"]
+    out = [sdpa(query[:, :, :P], key[:, :, :P], value[:, :, :P], is_causal=True, scale=scaling)] if P else []
+    for s, n in packing["rests"]:
+        sees = torch.ones(n, P + n, dtype=torch.bool, device=query.device).tril(P)  # the prefix, then causal
+        out.append(sdpa(query[:, :, s:s + n], torch.cat([key[:, :, :P], key[:, :, s:s + n]], 2),
+                        torch.cat([value[:, :, :P], value[:, :, s:s + n]], 2), attn_mask=sees, scale=scaling))
+    return torch.cat(out, 2).transpose(1, 2).contiguous(), None
+
+
+_sdpa = AttentionInterface._global_mapping["sdpa"]
+
+
+def _sdpa_or_packed(module, query, key, value, attention_mask, packing=None, **kwargs):
+    """transformers' "sdpa" attention, or _packed_attention for a packed row. It is chosen at each call (not by
+    switching the model's attention for the packed forward) because gradient checkpointing runs the forward again
+    in backward, where it must take the same path."""
+    if packing is None:
+        return _sdpa(module, query, key, value, attention_mask, **kwargs)
+    return _packed_attention(module, query, key, value, attention_mask, packing=packing, **kwargs)
+
+
+AttentionInterface.register("sdpa", _sdpa_or_packed)
 
 
 def _rows_alone(model, attention_mask):

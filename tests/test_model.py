@@ -369,3 +369,44 @@ def test_rows_alone_give_the_batched_logprobs_and_gradients():
     assert (lp_rows[~where] == 0).all() and torch.allclose(lp_rows, lp_batch, atol=1e-5)
     for n in g_batch:
         assert torch.allclose(g_rows[n], g_batch[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_shared_prefix_logprobs_give_the_rows_logprobs_and_gradients():
+    """One task's trajectories run as one packed row (their common prefix once, each rest seeing it and itself):
+    the log-probs and LoRA gradients of the padded batch, with gradient checkpointing on (its recomputation in
+    backward takes the packed path again), for grouped-query attention, rows whose shared prefix runs into the
+    model's own tokens, one row that is the prefix plus one token, and rows with no common prefix at all."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules="all-linear"))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    prefix = torch.randint(0, 300, (30,))
+    cases = {"shared": [torch.cat([prefix, torch.randint(0, 300, (n,))]) for n in (5, 17, 1, 12)],
+             "none": [torch.randint(0, 300, (n,)) for n in (9, 20, 14)]}
+    for name, rows in cases.items():
+        T = max(len(r) for r in rows)
+        ids, attn = torch.zeros(len(rows), T, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, T - len(r):], attn[i, T - len(r):] = r, 1
+        where = (attn[:, :-1] * attn[:, 1:]).bool() & (torch.rand(attn.shape[0], T - 1) > 0.3)
+        where[:, -1] = True  # every row scores its last token
+        weights = torch.randn(where.shape)
+
+        def run(logprobs):
+            model.zero_grad()
+            lp = logprobs(model, ids, attn, where=where)
+            (lp * weights).sum().backward()
+            return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        lp_packed, g_packed = run(M.shared_prefix_logprobs)
+        lp_rows, g_rows = run(M.token_logprobs)
+        assert (lp_packed[~where] == 0).all() and (lp_packed[where] != 0).all(), name
+        assert torch.allclose(lp_packed, lp_rows, atol=1e-5), name
+        for n in g_rows:
+            assert torch.allclose(g_packed[n], g_rows[n], atol=1e-5, rtol=1e-4), (name, n)

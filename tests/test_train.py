@@ -220,9 +220,9 @@ def random_lora_policy(tiny_dir):
 
 
 def test_accumulated_updates_equal_one_pass_over_the_whole_batch(tiny_dir):
-    """pg_update and dpo_update (micro-batches of similar-length trajectories, in their own order) leave the gradient
-    of one forward over the whole batch in the given order: each trajectory keeps its advantage, each pair its
-    winner and loser, the normaliser is the whole batch's."""
+    """pg_update (micro-batches of one task's trajectories, its prompt run once) and dpo_update (micro-batches of
+    pairs of similar length) leave the gradient of one forward over the whole batch in the given order: each
+    trajectory keeps its advantage, each pair its winner and loser, the normaliser is the whole batch's."""
     import rollout as R
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -339,10 +339,10 @@ def test_one_epoch_is_on_policy_whatever_the_sampler_stored(lora_rollouts):
 
 
 def test_pg_update_value_gradient_and_logged_kl_match_a_slow_reference(lora_rollouts):
-    """pg_update (left-padded micro-batches, sorted by length) against one unpadded forward per trajectory and a
-    loop over its own tokens: the loss -min(r A, clip(r) A) + beta * k3 summed and divided by the batch's number of
-    policy tokens, its gradient, and the logged KL (the mean of k3 over every policy token of the batch). Old
-    log-probs are moved off the policy's so that the ratio and its clip matter (a second PPO epoch)."""
+    """pg_update (a task's trajectories a micro-batch, their prompt run once) against one unpadded forward per
+    trajectory and a loop over its own tokens: the loss -min(r A, clip(r) A) + beta * k3 summed and divided by the
+    batch's number of policy tokens, its gradient, and the logged KL (the mean of k3 over every policy token of the
+    batch). Old log-probs are moved off the policy's so that the ratio and its clip matter (a second PPO epoch)."""
     policy, tok, trajs = lora_rollouts
     g = torch.Generator().manual_seed(3)
     trajs = [{**t, "logprobs": [x + (0.3 * torch.randn(1, generator=g).item() if m else 0.0)
