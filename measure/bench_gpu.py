@@ -330,14 +330,16 @@ def chunked_logprobs(model, input_ids, attention_mask, chunk):
 @contextlib.contextmanager
 def lm_head_chunks(chunk):
     """Make train.py's log-prob calls apply the LM head `chunk` positions at a time (chunked_logprobs instead of
-    model.token_logprobs), so the [batch, tokens, vocab] logits never exist whole. None: unchanged."""
-    orig = M.token_logprobs
+    model.token_logprobs and model.shared_prefix_logprobs), so the [batch, tokens, vocab] logits never exist whole.
+    None: unchanged."""
+    orig = M.token_logprobs, M.shared_prefix_logprobs
     if chunk:
-        M.token_logprobs = lambda model, ids, attn, *_, **__: chunked_logprobs(model, ids, attn, chunk)
+        M.token_logprobs = M.shared_prefix_logprobs = \
+            lambda model, ids, attn, *_, **__: chunked_logprobs(model, ids, attn, chunk)
     try:
         yield
     finally:
-        M.token_logprobs = orig
+        M.token_logprobs, M.shared_prefix_logprobs = orig
 
 
 def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
@@ -356,7 +358,8 @@ def qlora_memory(config, device, seq_len, group, new_tokens, chunk=512):
     V, g = config.vocab_size, torch.Generator().manual_seed(0)
     own = seq_len // 2
     trajs = [{"ids": torch.randint(1, V, (seq_len,), generator=g).tolist(), "mask": [0] * (seq_len - own) + [1] * own,
-              "logprobs": [0.0] * (seq_len - own) + [-math.log(V)] * own} for _ in range(group)]
+              "logprobs": [0.0] * (seq_len - own) + [-math.log(V)] * own, "task_id": "synthetic"}
+             for _ in range(group)]  # one task's group (pg_update's micro-batches), random ids: no prompt in common
     advs = torch.randn(group, generator=g).tolist()
     tok = SimpleNamespace(pad_token_id=0, convert_ids_to_tokens=str, decode=lambda ids, **_: "")
     targs = T.Args(**T.PRESETS["paper"])  # kl_coef (reference forward) and micro-batch of the paper preset

@@ -137,15 +137,16 @@ def parse(argv, Args, PRESETS):
 
 # Seconds of `small` (SmolLM2-135M + LoRA) on 2-core CPUs without CUDA: (one SFT step of 16 sequences, one RL
 # iteration of 8 tasks x 4 samples x 6 turns x 96 tokens, None: not measured). bf16: a frozen bf16 base (--dtype auto
-# where the CPU has AVX512-BF16 or AMX), on an AMD EPYC with AVX512-BF16, one thread, the other core busy, 2026-12-06:
-# the SFT of --preset small-base (60 steps of 8 in 59.5 min: 119 s per 16) and RL's first iteration from the shipped
-# warm start (443 s: rollout 195, update 248; 173 model tokens an episode; peak resident memory 4.2 GB; an untrained
-# adapter that writes every turn to the limit takes 1,347 s, measure/bench.py). fp32 (--dtype fp32): 2026-12-02,
-# micro-batches of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
-CPU_COST_S = {"bf16": (119, 443), "fp32": (353, None), "4bit": (281, None)}
-# under torchrun with 2 processes on those 2 cores, bf16: a median of 204 s per RL iteration from the shipped warm start
-# (16 iterations, 2026-12-07; 154-263 s from other warm starts); the SFT runs on rank 0 alone, as fast as one process
-RL_TWO_PROCESSES_S = 204
+# where the CPU has AVX512-BF16 or AMX), on an AMD EPYC with AVX512-BF16, one thread, the other core busy: the SFT of
+# --preset small-base (60 steps of 8 in 59.5 min: 119 s per 16, 2026-12-06) and RL's first iteration from the shipped
+# warm start, the update running each task's prompt once (344 s: rollout 236, update 108; 160 model tokens an episode;
+# peak resident memory 3.1 GB; 2026-12-07; 443 s before, update 248). fp32 (--dtype fp32): 2026-12-02, micro-batches
+# of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
+CPU_COST_S = {"bf16": (119, 344), "fp32": (353, None), "4bit": (281, None)}
+# under torchrun with 2 processes on those 2 cores, bf16: a median of 149 s per RL iteration from the shipped warm start
+# (seed 3's iterations 10-29, 2026-12-07; 177-179 s before the update ran a task's prompt once); the SFT runs on rank 0
+# alone, as fast as one process
+RL_TWO_PROCESSES_S = 149
 
 
 def rl_steps_done(args):

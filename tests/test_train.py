@@ -725,8 +725,8 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         T.main(["--preset", "small", "--out", str(tmp_path / "run")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
-    if loading.native_bf16("cpu"):  # from the shipped warm start: 30 x 443 s
-        assert "~443 s per RL iteration in bf16" in first and "30 RL iterations take ~3.7 h" in first
+    if loading.native_bf16("cpu"):  # from the shipped warm start: 30 x 344 s
+        assert "~344 s per RL iteration in bf16" in first and "30 RL iterations take ~2.9 h" in first
         assert "SFT" not in first
         base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 60 s (119 s at 16 sequences)
         assert "~60 s per SFT step in bf16" in base and "60 SFT steps take ~1.0 h, then the evaluations" in base
@@ -743,9 +743,9 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         (out / "args.json").write_text(json.dumps({**vars(T.parse(["--preset", "small"])), "out": str(out)}))
         (out / "ckpt" / "state.json").write_text(json.dumps({"step": 10}))
         left = runs.cpu_warning(T.parse(["--resume", "--out", str(out)]))
-        assert "20 RL iterations left take ~2.5 h" in left, left
+        assert "20 RL iterations left take ~1.9 h" in left, left
         monkeypatch.setattr(dist, "world", lambda: 2)
-        assert "~204 s per RL iteration in bf16 (measured on a 2-core CPU, 2 processes on 2 cores" in \
+        assert "~149 s per RL iteration in bf16 (measured on a 2-core CPU, 2 processes on 2 cores" in \
             runs.cpu_warning(T.parse(["--preset", "small"]))
     assert runs.cpu_warning(T.parse(["--preset", "tiny"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
