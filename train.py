@@ -192,7 +192,7 @@ def masked_logprobs(policy, trajs, tok, dev, reference=False, shared=False):
 def pg_update(policy, opt, tok, trajs, advs, args, dev):
     """One pass of accumulated micro-batches over trajectories with non-zero advantage. Returns (loss, kl).
     A micro-batch is one task's trajectories (at most --micro-batch of them): they share the task's system prompt
-    and request, which its forward runs once (SmolLM2, 4 trajectories of ~600 shared + ~300 own tokens: 1.5x less
+    and request, which its forward runs once (SmolLM2, 4 trajectories of ~600 shared + ~300 own tokens: 1.6x less
     CPU time for the update than one unpadded forward each). The loss is a sum over the whole batch: the order
     changes nothing else. Under torchrun `trajs` is this process's share (whole groups), the normaliser the whole
     batch's, and the returned loss and kl the whole batch's."""
