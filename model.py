@@ -217,10 +217,11 @@ def shared_prefix_logprobs(model, input_ids, attention_mask, where):
     return out
 
 
-def _packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packing=None, **kwargs):
+def _packed_attention(module, query, key, value, attention_mask, packing, scaling=None, dropout=0.0, **kwargs):
     """Attention over a packed row [prefix, rest_0, rest_1, ...] (shared_prefix_logprobs): the prefix attends
     causally to itself, each rest to the whole prefix and causally to itself, never to another rest. query [1, H, L,
-    D], key and value [1, H_kv, L, D]; returns [1, L, H, D] as transformers' attention functions do."""
+    D], key and value [1, H_kv, L, D]; returns [1, L, H, D] as transformers' attention functions do. No attention
+    dropout (`dropout` is ignored: the models here train without it)."""
     packing["calls"] += 1
     rep = query.shape[1] // key.shape[1]  # grouped-query attention: each key/value head serves `rep` query heads
     key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
