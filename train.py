@@ -300,12 +300,17 @@ def main(argv=None):
     # --- 1. RL
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = run.resume(opt)  # a checkpoint's step, optimizer and RNG state; run.records holds the log so far
+    if args.select_every and start == 0 and args.steps > 0:  # --select-every: the warm start is a candidate too
+        run.held_out(0, held_out_check(policy, tok, args), policy)
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps, disable=not dist.is_main())
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)
+        if args.select_every and ((step + 1) % args.select_every == 0 or step + 1 == args.steps):
+            rec["held_out"] = held_out_check(policy, tok, args)
+            run.held_out(step + 1, rec["held_out"], policy)  # keeps the best check's adapter weights
         run.step_done(rec, policy, opt)  # log.jsonl, and a checkpoint every --save-every steps
         bar.set_postfix({k: "-" if rec[k] is None else f"{rec[k]:.2f}" for k in ("reward_mean", "unsafe", "success")})
-    run.rl_done()
+    run.rl_done(policy)  # --select-every: the best check's weights back into the policy, the last in adapter_last/
 
     # --- 2. after RL
     after = {}
@@ -339,7 +344,7 @@ PRESETS = {
                        out="runs/small-base", export=M.SMALL_WARM_START),
     "small": dict(model="smollm2-135m", quant="none", sft_steps=0, sft_adapter=M.SMALL_WARM_START, steps=30,
                   lr=2e-4, tasks_per_step=8, harmful_share=0.5, max_new_tokens=192, eval_episodes=100,
-                  rollout_batch=64, out="runs/small"),
+                  rollout_batch=64, select_every=5, out="runs/small"),
     "paper": dict(model="Qwen/Qwen2.5-7B-Instruct", quant="4bit", sft_steps=0, sft_full=False, steps=200, lr=2e-5,
                   tasks_per_step=8, max_new_tokens=384, kl_coef=0.04, micro_batch=2, eval_episodes=100,
                   out="runs/paper"),
@@ -420,6 +425,12 @@ class Args:
     """gradient clipping"""
     save_every: int = 10
     """checkpoint every N RL steps"""
+    select_every: int = 0
+    """every N RL steps, at the last and before the first, a greedy check on held-out tasks (held_out_check); the
+    adapter kept (adapter/, the after-RL numbers) is the best check's, ties to the earlier, the warm start included;
+    the last step's then goes to adapter_last/ (0: no checks, the last is kept)"""
+    select_episodes: int = 8
+    """held-out tasks per category of each --select-every check"""
     eval_episodes: int = 100
     """evaluation episodes per category on test and ood, before and after RL (0 = skip)"""
     # --- SFT warm start
@@ -572,6 +583,18 @@ def eval_splits(policy, tok, args, label):
         trajs = dist.gather(trajs)  # every process's episodes, in the tasks' order
         res[split] = {**E.metrics(trajs), "behaviour": E.behaviour(trajs)}
     return res
+
+
+def held_out_check(policy, tok, args):
+    """The score --select-every keeps the best adapter by: evaluate.safe_success (the work done safely, harmful
+    requests refused, averaged over the categories) of greedy episodes on --select-episodes tasks a category from the
+    train templates, the same tasks at every check and in every run (their own seed: not an RL step's tasks, and not
+    test or ood, whose numbers the choice would bias). Under torchrun each process runs its share."""
+    tasks = T.make_split("train", seed="held-out", n_per_category=args.select_episodes)
+    _, trajs = E.evaluate(policy, dist.my_share(tasks), tok, max_steps=args.max_steps,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile,
+                          progress=False)
+    return E.safe_success(dist.gather(trajs))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ flags a run is made with and how --resume takes them back, an earlier run in --o
 start, atomic checkpoints, the log, before-RL numbers, peak memory, and what a preset costs on a CPU.
 
 A run in --out: args.json (its flags), before.json, log.jsonl (one line per RL step), ckpt/ (the last checkpoint),
-adapter/, curves.png, summary.json; sft/ or sft_adapter/ after an SFT warm start; tb/ or wandb/ and wandb_id.txt
+adapter/ (with --select-every, the best held-out check's; the last step's in adapter_last/), curves.png,
+summary.json; sft/ or sft_adapter/ after an SFT warm start; tb/ or wandb/ and wandb_id.txt
 with --track (plumbing/track.py; docs/contracts.md, Outputs).
 """
 import json
@@ -106,6 +107,8 @@ def parse(argv, Args, PRESETS):
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
               (f"--harmful-share must be in [0, 1], not {args.harmful_share}", 0 <= args.harmful_share <= 1),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0),
+              (f"--select-every must be 0 (off) or more, not {args.select_every}", args.select_every >= 0),
+              (f"--select-episodes must be 1 or more, not {args.select_episodes}", args.select_episodes >= 1),
               (f"--track must be one of {' | '.join(track.KINDS)} (or left out), not '{args.track}'",
                args.track in ("", *track.KINDS)),
               (f"--tasks-per-step {args.tasks_per_step} does not split evenly over the {dist.world()} processes "
@@ -191,12 +194,13 @@ def cpu_warning(args):
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints, the log, the run folder
 
-def save_checkpoint(out, policy, opt, state):
-    """out/ckpt: the adapter, the optimizer and RNG state, and `state`, written whole or not at all (a kill at any
-    point leaves out/ckpt or out/ckpt.old whole: latest_checkpoint reads either)."""
+def save_checkpoint(out, policy, opt, state, best=None):
+    """out/ckpt: the adapter, the optimizer and RNG state, the best held-out check's weights (--select-every), and
+    `state`, written whole or not at all (a kill at any point leaves out/ckpt or out/ckpt.old whole:
+    latest_checkpoint reads either)."""
     def fill(tmp):
         policy.save_pretrained(os.path.join(tmp, "adapter"), selected_adapters=["default"])
-        torch.save({"opt": opt.state_dict(), "rng": torch.get_rng_state()}, os.path.join(tmp, "opt.pt"))
+        torch.save({"opt": opt.state_dict(), "rng": torch.get_rng_state(), "best": best}, os.path.join(tmp, "opt.pt"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(state, f)
     write_folder_atomic(os.path.join(out, "ckpt"), fill)
@@ -262,7 +266,7 @@ def write_json(path, obj):
 
 
 RUN_FILES = ["sft", "sft_adapter", "before.json", "ckpt", "ckpt.old", "log.jsonl", "summary.json", "adapter",
-             "args.json", "curves.png", "tb", "wandb", "wandb_id.txt"]
+             "adapter_last", "args.json", "curves.png", "tb", "wandb", "wandb_id.txt"]
 
 
 def _remove(p):
@@ -347,6 +351,7 @@ class Run:
         self.ckpt = latest_checkpoint(args.out) if args.resume else None
         self.state, self.saved = read_checkpoint(self.ckpt, args) if self.ckpt else (None, None)
         self.log_path = os.path.join(args.out, "log.jsonl")
+        self.best, self.checks = None, []  # --select-every: the best held-out check so far, and every [step, score]
         if self.main and not os.path.exists(os.path.join(args.out, "args.json")):
             write_json(os.path.join(args.out, "args.json"), asdict(args))
         # --track: the steps and metrics to TensorBoard or wandb too (plumbing/track.py; off: does nothing)
@@ -426,6 +431,7 @@ class Run:
                 sys.exit(f"error: cannot resume from {self.ckpt} (its optimizer state: {str(e)[:120]}); start over")
             start = self.state["step"]
             log = read_log(self.log_path, start)
+            self.best, self.checks = self.saved.get("best"), self.state.get("held_out", [])
             self.t_start -= float(self.state.get("seconds", 0.0))
             print(f"resumed from {self.ckpt} at step {start}")
             if self.state.get("processes", 1) != dist.world():  # each rank seeds its share: (seed, step, rank)
@@ -449,11 +455,36 @@ class Run:
         self.track.log("rl", rec, step)
         if (step + 1) % self.args.save_every == 0 or step + 1 == self.args.steps:
             save_checkpoint(self.args.out, policy, opt, {"step": step + 1, "seconds": time.time() - self.t_start,
-                                                         "args": asdict(self.args), "processes": dist.world()})
+                                                         "args": asdict(self.args), "processes": dist.world(),
+                                                         "held_out": self.checks}, self.best)
 
-    def rl_done(self):
+    def held_out(self, step, score, policy):
+        """--select-every: the held-out check after RL step `step` (0: the warm start) scored `score`. The trainable
+        weights are kept, in memory and in the next checkpoint, when it beats every earlier check (ties: the
+        earlier)."""
+        self.checks.append([step, score])
+        if self.best is None or score > self.best["score"]:
+            weights = {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+            self.best = {"step": step, "score": score, "weights": weights}
+        print(f"held-out check after RL step {step}: {score:.3f} (best: step {self.best['step']}, "
+              f"{self.best['score']:.3f})")
+
+    def rl_done(self, policy):
+        """After the last RL step. With --select-every, unless the last step's check was the best: the last adapter
+        goes to adapter_last/ and the best check's weights back into `policy`, the adapter main saves and evaluates."""
         if self.start < self.args.steps:
             self.peaks.end("rl")
+        best = self.best
+        if best is None or self.args.steps == 0 or best["step"] == self.args.steps:
+            return
+        if self.main:
+            policy.save_pretrained(os.path.join(self.args.out, "adapter_last"), selected_adapters=["default"])
+        with torch.no_grad():
+            for n, p in policy.named_parameters():
+                if n in best["weights"]:
+                    p.copy_(best["weights"][n])
+        print(f"keeping the adapter of RL step {best['step']} (held-out check {best['score']:.3f}; the last step's: "
+              f"{self.checks[-1][1]:.3f}, in adapter_last/)")
 
     def finish(self, before, after, base):
         """summary.json, and its numbers on stdout (and to --track)."""
@@ -461,6 +492,8 @@ class Run:
         summary = {"seconds": round(time.time() - self.t_start, 1), "peak_memory_gb": self.peaks.summary(),
                    "before": before, "after": after, "preset": args.preset, "model": args.model, "base": base,
                    "args": asdict(args), "processes": dist.world()}
+        if self.checks:  # --select-every
+            summary["held_out"] = {"checks": self.checks, "kept_step": self.best["step"]}
         if not self.main:
             return summary
         write_json(os.path.join(args.out, "summary.json"), summary)

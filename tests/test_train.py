@@ -523,6 +523,44 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
     assert 0 < mem["sft"]["rss"] <= mem["rl"]["rss"] <= mem["rss"] and mem["gpu"] is mem["sft"]["gpu"] is None
 
 
+def test_select_every_keeps_the_best_checks_adapter_through_a_checkpoint(tiny_dir, tmp_path):
+    """Run.held_out keeps the weights of the best check (a tie keeps the earlier), in memory and in the checkpoint;
+    a resumed Run has them back; rl_done puts them into the policy and the last step's adapter in adapter_last/."""
+    from safetensors.torch import load_file
+    args = T.parse(["--preset", "tiny", "--out", str(tmp_path / "run"), "--steps", "3", "--select-every", "1"])
+    policy, _, g = random_lora_policy(tiny_dir)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3)
+
+    def move():
+        with torch.no_grad():
+            for p in trainable:
+                p.add_(torch.randn(p.shape, generator=g) * 0.01)
+        return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+    run = T.runs.Run(args)
+    run.resume(opt)
+    run.held_out(0, 0.25, policy)
+    best = move()
+    run.held_out(1, 0.5, policy)
+    move()
+    run.held_out(2, 0.5, policy)  # a tie: the earlier stays
+    runs.save_checkpoint(args.out, policy, opt, {"step": 2, "args": asdict(args), "held_out": run.checks}, run.best)
+    last = move()
+    again = T.runs.Run(T.parse(["--out", args.out, "--resume"]))  # the best comes back with the checkpoint
+    again.resume(opt)
+    assert again.best["step"] == 1 and again.checks == [[0, 0.25], [1, 0.5], [2, 0.5]]
+    again.held_out(3, 0.375, policy)
+    again.rl_done(policy)
+    for n, p in policy.named_parameters():
+        if n in best:
+            assert torch.equal(p, best[n]), n
+    saved = load_file(os.path.join(args.out, "adapter_last", "adapter_model.safetensors"))
+    assert saved and all(torch.equal(v, last[k.replace(".weight", ".default.weight")]) for k, v in saved.items())
+    summary = again.finish({}, {}, "tiny")
+    assert summary["held_out"] == {"checks": [[0, 0.25], [1, 0.5], [2, 0.5], [3, 0.375]], "kept_step": 1}
+
+
 def test_train_with_compile_evaluates_as_without(tmp_path, tiny_dir, monkeypatch):
     """train.py --compile (torch.compile traced by dynamo, run eagerly on the CPU): the whole run goes through, the
     step is compiled once per policy, and its greedy before-RL evaluation equals one without --compile."""
@@ -549,6 +587,21 @@ def test_train_with_compile_evaluates_as_without(tmp_path, tiny_dir, monkeypatch
         torch.set_num_threads(n)
     assert len(calls) == 1 and len(json.load(open(out / "args.json"))) > 10
     assert json.loads(json.dumps(plain)) == summary["before"] and summary["after"]["test"]["overall"]["n"] == 4
+
+
+def test_train_cli_select_every_logs_the_checks_and_saves_the_kept_adapter(tmp_path, tiny_dir, cli_env):
+    out = tmp_path / "run"
+    r = run_train(["--preset", "tiny", "--model", tiny_dir, "--out", str(out), *QUICK, "--select-every", "1",
+                   "--select-episodes", "1", "--eval-episodes", "0"], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    checks = summary["held_out"]["checks"]
+    assert [c[0] for c in checks] == [0, 1, 2] and all(0 <= c[1] <= 1 for c in checks)
+    kept, best = summary["held_out"]["kept_step"], max(v for _, v in checks)
+    assert kept == min(s for s, v in checks if v == best)  # the best, ties to the earliest
+    assert [x["held_out"] for x in map(json.loads, open(out / "log.jsonl"))] == [c[1] for c in checks[1:]]
+    assert (out / "adapter_last").is_dir() == (kept != 2)
+    assert "held-out check after RL step 0" in r.stdout
 
 
 def test_base_preset_exports_a_model_that_rl_starts_from(tmp_path, tiny_dir, cli_env):
