@@ -146,10 +146,13 @@ def parse(argv, Args, PRESETS):
 # peak resident memory 3.1 GB; 2026-12-07; 443 s before, update 248). fp32 (--dtype fp32): 2026-12-02, micro-batches
 # of 8, one shared thread, 14.9 GB. 4-bit: 2026-12-02.
 CPU_COST_S = {"bf16": (119, 344), "fp32": (353, None), "4bit": (281, None)}
-# under torchrun with 2 processes on those 2 cores, bf16: a median of 149 s per RL iteration from the shipped warm start
-# (seed 3's iterations 10-29, 2026-12-07; 177-179 s before the update ran a task's prompt once); the SFT runs on rank 0
-# alone, as fast as one process
-RL_TWO_PROCESSES_S = 149
+# under torchrun with 2 processes on those 2 cores, bf16: 99 s per RL iteration from the shipped warm start (the mean of
+# the 23 iterations without a check in `--preset small --seed 3`, episodes of 129 model tokens on average, the whole
+# run 57 min, 2026-12-07, evening; an earlier run of seed 3, longer episodes: a median of 149 s; 177-179 s before the
+# update ran a task's prompt once) and 50 s per held-out check of 8 tasks a category (that run's 6 checks after RL
+# steps: 34-71 s, longer as its episodes grew); the SFT runs on rank 0 alone, as fast as one process
+RL_TWO_PROCESSES_S = 99
+CHECK_TWO_PROCESSES_S = 50
 
 
 def rl_steps_done(args):
@@ -174,12 +177,16 @@ def cpu_warning(args):
     sft, rl = CPU_COST_S[kind]  # scaled to this run's sizes (measured at 16 sequences; 8 x 4 episodes of 6 turns)
     two = kind == "bf16" and dist.world() == 2
     rl = RL_TWO_PROCESSES_S if two else rl
+    check = round(CHECK_TWO_PROCESSES_S * args.select_episodes / 8) if two else None
     sft = round(sft * args.sft_batch / 16)
     # a warm start's turns end well before --max-new-tokens (173 model tokens an episode): not scaled by it
     rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps / 6)
     done = rl_steps_done(args)  # a resumed run has its warm start and these steps behind it
+    checks = 0 if not args.select_every or args.steps <= done else (done == 0) + len(  # --select-every: before RL, every N steps, the last
+        {s for s in range(done + 1, args.steps + 1) if s % args.select_every == 0} | {args.steps} - {done})
     work = [(what, each, n) for what, each, n in (("SFT steps", sft, 0 if done else args.sft_steps),
-                                                  ("RL iterations", rl, args.steps - done)) if n > 0]
+                                                  ("RL iterations", rl, args.steps - done),
+                                                  ("held-out checks", check, checks)) if n > 0]
     known, unknown = [w for w in work if w[1]], [f"{n} {what} (not measured)" for what, each, n in work if not each]
     head = f"warning: --preset {args.preset} on a CPU (no CUDA GPU)"
     if not known:

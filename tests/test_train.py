@@ -780,6 +780,7 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
     assert first.startswith("warning: --preset small on a CPU") and "python train.py --preset tiny" in first
     if loading.native_bf16("cpu"):  # from the shipped warm start: 30 x 344 s
         assert "~344 s per RL iteration in bf16" in first and "30 RL iterations take ~2.9 h" in first
+        assert "then 7 held-out checks (not measured) and the evaluations" in first  # --select-every 5: 0, 5, .. 30
         assert "SFT" not in first
         base = runs.cpu_warning(T.parse(["--preset", "small-base"]))  # 60 x 60 s (119 s at 16 sequences)
         assert "~60 s per SFT step in bf16" in base and "60 SFT steps take ~1.0 h, then the evaluations" in base
@@ -787,8 +788,8 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
                                                                      "--sft-batch", "16"]))
     assert "281 s per SFT step in 4bit" in runs.cpu_warning(T.parse(["--preset", "small-base", "--quant", "4bit",
                                                                      "--sft-batch", "16"]))
-    assert "30 RL iterations (not measured) in fp32" in runs.cpu_warning(T.parse(["--preset", "small", "--dtype",
-                                                                                  "fp32"]))
+    assert "30 RL iterations (not measured) and 7 held-out checks (not measured) in fp32" in runs.cpu_warning(
+        T.parse(["--preset", "small", "--dtype", "fp32"]))
     assert "days" in runs.cpu_warning(T.parse(["--preset", "paper"]))
     if loading.native_bf16("cpu"):  # a resumed run prices the steps it has left; two processes, their own figure
         out = tmp_path / "resumed"
@@ -796,10 +797,11 @@ def test_small_and_paper_on_a_cpu_say_what_they_cost_before_any_work(tmp_path, m
         (out / "args.json").write_text(json.dumps({**vars(T.parse(["--preset", "small"])), "out": str(out)}))
         (out / "ckpt" / "state.json").write_text(json.dumps({"step": 10}))
         left = runs.cpu_warning(T.parse(["--resume", "--out", str(out)]))
-        assert "20 RL iterations left take ~1.9 h" in left, left
+        assert "20 RL iterations left take ~1.9 h, then 4 held-out checks" in left, left  # 15, 20, 25, 30
         monkeypatch.setattr(dist, "world", lambda: 2)
-        assert "~149 s per RL iteration in bf16 (measured on a 2-core CPU, 2 processes on 2 cores" in \
-            runs.cpu_warning(T.parse(["--preset", "small"]))
+        two = runs.cpu_warning(T.parse(["--preset", "small"]))
+        assert "~99 s per RL iteration and ~50 s per held-out check in bf16 (measured on a 2-core CPU, 2 processes " \
+               "on 2 cores" in two and "30 RL iterations and 7 held-out checks take ~0.9 h" in two, two
     assert runs.cpu_warning(T.parse(["--preset", "tiny"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runs.cpu_warning(T.parse(["--preset", "small"])) is None
