@@ -19,6 +19,8 @@ RL's, then the warm start's) and the warm start.
    group compared by the judge and the wins turned into rewards and group-relative advantages (judge.py), then one
    update of the LoRA adapter on the policy's own tokens only (prompt and tool results masked). The reference
    policy of the KL term is the warm start (model.reference).
+2. With --select-every N (`small`: 5), a greedy check on held-out tasks before RL and every N iterations, and the
+   adapter kept is the best check's: `small`'s refusal swings back and forth over the iterations (README).
 
 Outputs in --out: adapter/, log.jsonl (one line per RL step), curves.png, summary.json (before and after metrics,
 peak memory), args.json (the run's flags, which --resume takes), ckpt/; docs/contracts.md says what each holds.
