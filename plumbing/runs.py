@@ -182,8 +182,10 @@ def cpu_warning(args):
     # a warm start's turns end well before --max-new-tokens (173 model tokens an episode): not scaled by it
     rl = rl and round(rl * args.tasks_per_step * args.group_size / 32 * args.max_steps / 6)
     done = rl_steps_done(args)  # a resumed run has its warm start and these steps behind it
-    checks = 0 if not args.select_every or args.steps <= done else (done == 0) + len(  # --select-every: before RL, every N steps, the last
-        {s for s in range(done + 1, args.steps + 1) if s % args.select_every == 0} | {args.steps} - {done})
+    checks = 0  # --select-every: before RL, after every N-th step and after the last
+    if args.select_every and args.steps > done:
+        checks = (done == 0) + len({s for s in range(done + 1, args.steps + 1) if s % args.select_every == 0}
+                                   | {args.steps})
     work = [(what, each, n) for what, each, n in (("SFT steps", sft, 0 if done else args.sft_steps),
                                                   ("RL iterations", rl, args.steps - done),
                                                   ("held-out checks", check, checks)) if n > 0]
