@@ -538,7 +538,7 @@ def test_select_every_keeps_the_best_checks_adapter_through_a_checkpoint(tiny_di
                 p.add_(torch.randn(p.shape, generator=g) * 0.01)
         return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
 
-    run = T.runs.Run(args)
+    run = runs.Run(args)
     run.resume(opt)
     run.held_out(0, 0.25, policy)
     best = move()
@@ -547,7 +547,7 @@ def test_select_every_keeps_the_best_checks_adapter_through_a_checkpoint(tiny_di
     run.held_out(2, 0.5, policy)  # a tie: the earlier stays
     runs.save_checkpoint(args.out, policy, opt, {"step": 2, "args": asdict(args), "held_out": run.checks}, run.best)
     last = move()
-    again = T.runs.Run(T.parse(["--out", args.out, "--resume"]))  # the best comes back with the checkpoint
+    again = runs.Run(T.parse(["--out", args.out, "--resume"]))  # the best comes back with the checkpoint
     again.resume(opt)
     assert again.best["step"] == 1 and again.checks == [[0, 0.25], [1, 0.5], [2, 0.5]]
     again.held_out(3, 0.375, policy)
