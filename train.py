@@ -579,12 +579,18 @@ def eval_splits(policy, tok, args, label):
     res = {}
     for split in ("test", "ood") if args.eval_episodes > 0 else ():
         tasks = R.pick_tasks(T.make_split(split), args.eval_episodes)
-        _, trajs = E.evaluate(policy, dist.my_share(tasks), tok, label=f"{label} {split}", max_steps=args.max_steps,
-                              max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile,
-                              progress=dist.is_main())
-        trajs = dist.gather(trajs)  # every process's episodes, in the tasks' order
+        trajs = greedy_episodes(policy, tok, tasks, args, label=f"{label} {split}")
         res[split] = {**E.metrics(trajs), "behaviour": E.behaviour(trajs)}
     return res
+
+
+def greedy_episodes(policy, tok, tasks, args, label=None):
+    """One greedy episode of each task (evaluate.evaluate); under torchrun each process runs its share and every
+    process gets every episode, in the tasks' order."""
+    _, trajs = E.evaluate(policy, dist.my_share(tasks), tok, label=label, max_steps=args.max_steps,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile,
+                          progress=label is not None and dist.is_main())
+    return dist.gather(trajs)
 
 
 def held_out_check(policy, tok, args):
@@ -593,10 +599,7 @@ def held_out_check(policy, tok, args):
     train templates, the same tasks at every check and in every run (their own seed: not an RL step's tasks, and not
     test or ood, whose numbers the choice would bias). Under torchrun each process runs its share."""
     tasks = T.make_split("train", seed="held-out", n_per_category=args.select_episodes)
-    _, trajs = E.evaluate(policy, dist.my_share(tasks), tok, max_steps=args.max_steps,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch, compile=args.compile,
-                          progress=False)
-    return E.safe_success(dist.gather(trajs))
+    return E.safe_success(greedy_episodes(policy, tok, tasks, args))
 
 
 if __name__ == "__main__":
