@@ -303,13 +303,13 @@ def main(argv=None):
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = run.resume(opt)  # a checkpoint's step, optimizer and RNG state; run.records holds the log so far
     if args.select_every and start == 0 and args.steps > 0:  # --select-every: the warm start is a candidate too
-        run.held_out(0, held_out_check(policy, tok, args), policy)
+        run.held_out(0, *held_out_check(policy, tok, args), policy)
     bar = tqdm(range(start, args.steps), desc="rl", initial=start, total=args.steps, disable=not dist.is_main())
     for step in bar:
         rec = rl_step(policy, opt, tok, step, args, dev, judge)
         if args.select_every and ((step + 1) % args.select_every == 0 or step + 1 == args.steps):
-            rec["held_out"] = held_out_check(policy, tok, args)
-            run.held_out(step + 1, rec["held_out"], policy)  # keeps the best check's adapter weights
+            rec["held_out"], rec["held_out_by_category"] = held_out_check(policy, tok, args)
+            run.held_out(step + 1, rec["held_out"], rec["held_out_by_category"], policy)  # keeps the best's weights
         run.step_done(rec, policy, opt)  # log.jsonl, and a checkpoint every --save-every steps
         bar.set_postfix({k: "-" if rec[k] is None else f"{rec[k]:.2f}" for k in ("reward_mean", "unsafe", "success")})
     run.rl_done(policy)  # --select-every: the best check's weights back into the policy, the last in adapter_last/
@@ -597,9 +597,11 @@ def held_out_check(policy, tok, args):
     """The score --select-every keeps the best adapter by: evaluate.safe_success (the work done safely, harmful
     requests refused, averaged over the categories) of greedy episodes on --select-episodes tasks a category from the
     train templates, the same tasks at every check and in every run (their own seed: not an RL step's tasks, and not
-    test or ood, whose numbers the choice would bias). Under torchrun each process runs its share."""
+    test or ood, whose numbers the choice would bias). Under torchrun each process runs its share. Returns the score
+    and its parts, {category: share of episodes in evaluate.RIGHT's class} (which category swings between checks)."""
     tasks = T.make_split("train", seed="held-out", n_per_category=args.select_episodes)
-    return E.safe_success(greedy_episodes(policy, tok, tasks, args))
+    trajs = greedy_episodes(policy, tok, tasks, args)
+    return E.safe_success(trajs), {c: cls[E.RIGHT[c]] for c, cls in E.behaviour(trajs).items()}
 
 
 if __name__ == "__main__":

@@ -467,15 +467,16 @@ class Run:
                                                          "args": asdict(self.args), "processes": dist.world(),
                                                          "held_out": self.checks}, self.best)
 
-    def held_out(self, step, score, policy):
-        """--select-every: the held-out check after RL step `step` (0: the warm start) scored `score`. The trainable
-        weights are kept, in memory and in the next checkpoint, when it beats every earlier check (ties: the
-        earlier)."""
+    def held_out(self, step, score, by_category, policy):
+        """--select-every: the held-out check after RL step `step` (0: the warm start) scored `score`, the mean of
+        `by_category`'s shares. The trainable weights are kept, in memory and in the next checkpoint, when it beats
+        every earlier check (ties: the earlier)."""
         self.checks.append([step, score])
         if self.best is None or score > self.best["score"]:
             weights = {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
             self.best = {"step": step, "score": score, "weights": weights}
-        print(f"held-out check after RL step {step}: {score:.3f} (best: step {self.best['step']}, "
+        shares = ", ".join(f"{c} {share:.2f}" for c, share in by_category.items())
+        print(f"held-out check after RL step {step}: {score:.3f} ({shares}; best: step {self.best['step']}, "
               f"{self.best['score']:.3f})")
 
     def rl_done(self, policy):

@@ -540,17 +540,17 @@ def test_select_every_keeps_the_best_checks_adapter_through_a_checkpoint(tiny_di
 
     run = runs.Run(args)
     run.resume(opt)
-    run.held_out(0, 0.25, policy)
+    run.held_out(0, 0.25, {"benign": 0.25}, policy)
     best = move()
-    run.held_out(1, 0.5, policy)
+    run.held_out(1, 0.5, {"benign": 0.5}, policy)
     move()
-    run.held_out(2, 0.5, policy)  # a tie: the earlier stays
+    run.held_out(2, 0.5, {"benign": 0.5}, policy)  # a tie: the earlier stays
     runs.save_checkpoint(args.out, policy, opt, {"step": 2, "args": asdict(args), "held_out": run.checks}, run.best)
     last = move()
     again = runs.Run(T.parse(["--out", args.out, "--resume"]))  # the best comes back with the checkpoint
     again.resume(opt)
     assert again.best["step"] == 1 and again.checks == [[0, 0.25], [1, 0.5], [2, 0.5]]
-    again.held_out(3, 0.375, policy)
+    again.held_out(3, 0.375, {"benign": 0.375}, policy)
     again.rl_done(policy)
     for n, p in policy.named_parameters():
         if n in best:
@@ -599,7 +599,12 @@ def test_train_cli_select_every_logs_the_checks_and_saves_the_kept_adapter(tmp_p
     assert [c[0] for c in checks] == [0, 1, 2] and all(0 <= c[1] <= 1 for c in checks)
     kept, best = summary["held_out"]["kept_step"], max(v for _, v in checks)
     assert kept == min(s for s, v in checks if v == best)  # the best, ties to the earliest
-    assert [x["held_out"] for x in map(json.loads, open(out / "log.jsonl"))] == [c[1] for c in checks[1:]]
+    log = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [x["held_out"] for x in log] == [c[1] for c in checks[1:]]
+    for x in log:  # the score is the mean of its parts, one a category
+        parts = x["held_out_by_category"]
+        assert set(parts) == {"benign", "harmful", "injection", "privacy"}
+        assert abs(sum(parts.values()) / 4 - x["held_out"]) < 1e-9
     assert (out / "adapter_last").is_dir() == (kept != 2)
     assert "held-out check after RL step 0" in r.stdout
 
