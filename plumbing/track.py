@@ -38,10 +38,18 @@ def missing_package(kind):
     return None
 
 
+def number(v):
+    return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+
+
 def scalars(record):
-    """The numbers of a record (bools as 0/1): what a dashboard can draw. Lists, strings and None are left out."""
-    return {k: float(v) for k, v in record.items()
-            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+    """The numbers of a record (bools as 0/1), and one level down those of a dict in it as "key/name" (a held-out
+    check's parts by category): what a dashboard can draw. Lists, strings and None are left out."""
+    out = {k: float(v) for k, v in record.items() if number(v)}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            out.update({f"{k}/{name}": float(x) for name, x in v.items() if number(x)})
+    return out
 
 
 def flat_metrics(metrics, prefix):

@@ -176,7 +176,9 @@ def test_a_bad_track_value_is_one_line_and_off_needs_no_package(tmp_path, capsys
 
 
 def test_only_numbers_go_out():
-    rec = {"step": 3, "task_ids": ["a"], "loss": 0.5, "updated": True, "unsafe": None, "used": 4, "name": "x"}
-    assert track.scalars(rec) == {"step": 3.0, "loss": 0.5, "updated": 1.0, "used": 4.0}
+    rec = {"step": 3, "task_ids": ["a"], "loss": 0.5, "updated": True, "unsafe": None, "used": 4, "name": "x",
+           "held_out_by_category": {"benign": 0.25, "harmful": 1}}
+    assert track.scalars(rec) == {"step": 3.0, "loss": 0.5, "updated": 1.0, "used": 4.0,
+                                  "held_out_by_category/benign": 0.25, "held_out_by_category/harmful": 1.0}
     metrics = {"test": {"harmful": {"harm_rate": 0.25, "n": 4}, "behaviour": {"harmful": {"refused": 0.5}}}}
     assert track.flat_metrics(metrics, "after") == {"after/test/harmful/harm_rate": 0.25, "after/test/harmful/n": 4.0}
