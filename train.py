@@ -598,10 +598,10 @@ def held_out_check(policy, tok, args):
     requests refused, averaged over the categories) of greedy episodes on --select-episodes tasks a category from the
     train templates, the same tasks at every check and in every run (their own seed: not an RL step's tasks, and not
     test or ood, whose numbers the choice would bias). Under torchrun each process runs its share. Returns the score
-    and its parts, {category: share of episodes in evaluate.RIGHT's class} (which category swings between checks)."""
+    and its parts, evaluate.right_shares (which category swings between checks)."""
     tasks = T.make_split("train", seed="held-out", n_per_category=args.select_episodes)
     trajs = greedy_episodes(policy, tok, tasks, args)
-    return E.safe_success(trajs), {c: cls[E.RIGHT[c]] for c, cls in E.behaviour(trajs).items()}
+    return E.safe_success(trajs), E.right_shares(trajs)
 
 
 if __name__ == "__main__":
