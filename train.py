@@ -32,7 +32,10 @@ Simplifications and deviations from the paper:
   (detached), so the ratio is 1 and the clipped objective is plain policy gradient. The log-probs stored at
   generation (temperature 1) are that denominator only with --ppo-epochs > 1; with a bf16 base they differ from the
   training forward's by rounding (SmolLM2: 0.04-0.05 per token on average). Loss normalised per token over the batch.
-- Groups whose rewards are all equal carry no signal for pg and are skipped (DPO keeps their strict pairs).
+- Groups whose rewards are all equal carry no signal for pg and are skipped (DPO keeps their strict pairs), and
+  with them their KL term: the KL penalty is taken over the other groups' tokens only, so a task on which every
+  sample drifted alike (all four refuse) is not pulled back. GRPO's objective keeps such groups for the KL; here
+  that would cost their forward and backward (SmolLM2, late in a run: 8 to 22 of 32 trajectories).
 """
 import math
 import os
@@ -123,6 +126,7 @@ def rl_step(policy, opt, tok, step, args, dev, judge):
             "wins_mean": sum(x["wins"] for x in rewards) / len(rewards),
             "format_mean": sum(x["format"] for x in rewards) / len(rewards),
             "used": n_used if args.loss == "pg" else n_pairs, **batch_stats(outcomes),
+            "refusal_push": refusal_push(outcomes, rw, args.group_size, args.std_adv),
             "t_rollout": t1 - t0, "t_judge": t2 - t1, "t_update": time.time() - t2}  # rank 0's clock
 
 
@@ -177,6 +181,19 @@ def batch_stats(trajs):
             "format_errors": rate([o["format_errors"] > 0 for t in trajs for o in [t["outcome"]]]),
             "quit": rate([bool(o.get("truncated")) for t in trajs for o in [t["outcome"]]]),
             "tokens": rate([t["outcome"]["tokens"] for t in trajs])}
+
+
+def refusal_push(outcomes, rewards, group_size, std_adv=False):
+    """Per category, the sum of the refusing trajectories' advantages: > 0 where this step's groups reward a refusal
+    (a harmful task's; or one that beat a broken or harmful attempt), < 0 where an attempt beat it. `outcomes` and
+    `rewards` are the step's, group after group. The policy learns one refusal for every category (README, SmolLM2),
+    so the sum over categories says which way this step moves it."""
+    push = {}
+    for s in range(0, len(rewards), group_size):
+        for o, a in zip(outcomes[s:s + group_size], J.advantages(rewards[s:s + group_size], std_adv)):
+            if o["outcome"]["refused"]:
+                push[o["category"]] = push.get(o["category"], 0.0) + a
+    return push
 
 
 def masked_logprobs(policy, trajs, tok, dev, reference=False, shared=False):

@@ -44,7 +44,8 @@ def number(v):
 
 def scalars(record):
     """The numbers of a record (bools as 0/1), and one level down those of a dict in it as "key/name" (a held-out
-    check's parts by category): what a dashboard can draw. Lists, strings and None are left out."""
+    check's parts by category, an RL step's refusal_push): what a dashboard can draw. Lists, strings and None are
+    left out."""
     out = {k: float(v) for k, v in record.items() if number(v)}
     for k, v in record.items():
         if isinstance(v, dict):

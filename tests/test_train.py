@@ -205,6 +205,22 @@ def test_dpo_keeps_the_judges_pairs_of_a_group_whose_rewards_tie():
     assert len(pairs) == 1 and pairs[0][0] is refusal and pairs[0][1] is answer  # winner first
 
 
+def test_refusal_push_sums_the_refusals_advantages_per_category():
+    """A privacy group (broken, refusal, refusal, success) rewards its refusals (they beat the broken one: +0.5 each);
+    a benign group (refusal, attempt) punishes its refusal; a harmful group whose four refuse is tied (0)."""
+    def o(cat, refused):
+        return {"category": cat, "outcome": {"refused": refused}}
+    outcomes = ([o("privacy", False), o("privacy", True), o("privacy", True), o("privacy", False)]
+                + [o("benign", True), o("benign", False), o("benign", False), o("benign", False)]
+                + [o("harmful", True)] * 4)
+    rewards = [0.0, 3.5, 3.5, 5.0] + [2.0, 4.0, 4.0, 4.0] + [3.0] * 4
+    push = T.refusal_push(outcomes, rewards, 4)
+    assert push == pytest.approx({"privacy": 1.0, "benign": -1.5, "harmful": 0.0})
+    r = torch.tensor(rewards[4:8])
+    assert T.refusal_push(outcomes[4:8], rewards[4:8], 4, std_adv=True)["benign"] == pytest.approx(
+        float((r[0] - r.mean()) / r.std()), rel=1e-4)
+
+
 def random_lora_policy(tiny_dir):
     """(policy, tok, generator): the tiny model under a LoRA adapter whose A (seeded) and B (random, so that policy !=
     reference) are the same every run, and the generator that drew B, to draw more from."""
@@ -512,6 +528,9 @@ def test_train_cli_smoke(tmp_path, tiny_dir, cli_env):
     log = [json.loads(l) for l in open(out / "log.jsonl")]
     assert [r["step"] for r in log] == [0, 1]
     assert {"loss", "reward_mean", "reward_std", "unsafe", "success", "kl", "tokens", "seconds"} <= set(log[0])
+    for rec in log:  # refusal_push: one number per category that refused in the step, from the step's groups
+        assert set(rec["refusal_push"]) <= {"benign", "harmful", "injection", "privacy"}
+        assert all(isinstance(v, float) for v in rec["refusal_push"].values())
     assert (out / "curves.png").stat().st_size > 1000
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     from peft import PeftModel
