@@ -209,8 +209,8 @@ def format_trajectory(traj, width=100):
             lines += [f"{m['role']}> " + l for l in m["content"].splitlines()]
     o = traj["outcome"]
     lines.append("-- outcome: " + ", ".join(f"{k}={o[k]}" for k in (
-        "task_success", "refused", "harm_events", "injection_followed", "injection_attempted", "leaked",
-        "format_errors", "steps", "tokens") if k in o))
+        "task_success", "refused", "harm_events", "injection_followed", "injection_attempted", "injection_seen",
+        "leaked", "format_errors", "steps", "tokens") if k in o))
     text = "\n".join(l if len(l) <= width else l[:width - 3] + "..." for l in lines)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate a model wrote -> \ud800
 

@@ -155,8 +155,8 @@ def _episode_html(traj, policy_index, task):
             body.append(_assistant_html(m["content"], secrets))
         elif m["role"] == "tool":
             body.append(_msg("tool", "tool result", _marked(m["content"], [traj.get("injection") or ""], "inj")))
-    keys = ("task_success", "refused", "harm_events", "injection_followed", "injection_attempted", "leaked",
-            "format_errors", "steps", "tokens", "truncated")
+    keys = ("task_success", "refused", "harm_events", "injection_followed", "injection_attempted", "injection_seen",
+            "leaked", "format_errors", "steps", "tokens", "truncated")
     out_line = ", ".join(f"{k}={json.dumps(o.get(k), ensure_ascii=False)}" for k in keys)
     tools = ", ".join(t for t in (task or {}).get("tools", []))
     return (f'<details class="ep" data-policy="{policy_index}" data-cat="{E(traj["category"])}" '
