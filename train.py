@@ -132,13 +132,17 @@ def rl_step(policy, opt, tok, step, args, dev, judge):
 
 def sample_tasks(step, args):
     """Tasks of one RL step: fresh train tasks, a pure function of (seed, step) so --resume is exact. Balanced over
-    categories by default; --harmful-share sets the harmful tasks' share and the others split the rest (which of them
-    gets a remainder turns with the step). Categories stay interleaved, so each torchrun process gets a mix."""
+    categories by default; --harmful-share sets the harmful tasks' share (and --benign-share, if set, the benign
+    tasks') and the other categories split the rest (which of them gets a remainder turns with the step). Categories
+    stay interleaved, so each torchrun process gets a mix."""
     n = args.tasks_per_step
-    others = [c for c in T.CATEGORIES if c != "harmful"]
-    others = others[step % 3:] + others[:step % 3]
-    harmful = round(n * args.harmful_share)
-    quota = {"harmful": harmful, **{c: (n - harmful) // 3 + (i < (n - harmful) % 3) for i, c in enumerate(others)}}
+    quota = {"harmful": round(n * args.harmful_share)}
+    if args.benign_share:
+        quota["benign"] = min(round(n * args.benign_share), n - quota["harmful"])
+    others = [c for c in T.CATEGORIES if c not in quota]
+    others = others[step % len(others):] + others[:step % len(others)]
+    rest = n - sum(quota.values())
+    quota.update({c: rest // len(others) + (i < rest % len(others)) for i, c in enumerate(others)})
     tasks = []  # make_split's first k tasks of a category do not depend on how many it makes: make only what is kept
     for t in T.make_split("train", seed=f"rl:{args.seed}:{step}", n_per_category=max(quota.values())):
         if quota[t["category"]] > 0:
@@ -404,6 +408,9 @@ class Args:
     """tasks per iteration (balanced over categories, but see --harmful-share)"""
     harmful_share: float = 0.25
     """share of each iteration's tasks that are harmful; the other three categories split the rest (0.25: balanced)"""
+    benign_share: float = 0.0
+    """share of each iteration's tasks that are benign (0: benign, injection and privacy split what --harmful-share
+    leaves): more benign groups, where an attempt beats a refusal, against the harmful ones, where a refusal wins"""
     group_size: int = 4
     """trajectories per task (G)"""
     lr: float = 2e-3

@@ -106,6 +106,8 @@ def parse(argv, Args, PRESETS):
               (f"--kl-coef must be 0 or more, not {args.kl_coef}", math.isfinite(args.kl_coef) and args.kl_coef >= 0),
               (f"--sft-naive-frac must be in [0, 1], not {args.sft_naive_frac}", 0 <= args.sft_naive_frac <= 1),
               (f"--harmful-share must be in [0, 1], not {args.harmful_share}", 0 <= args.harmful_share <= 1),
+              (f"--benign-share must be in [0, 1 - harmful share], not {args.benign_share}",
+               0 <= args.benign_share <= 1 - args.harmful_share + 1e-9),
               (f"--eval-episodes must be 0 (skip) or more, not {args.eval_episodes}", args.eval_episodes >= 0),
               (f"--select-every must be 0 (off) or more, not {args.select_every}", args.select_every >= 0),
               (f"--select-episodes must be 1 or more, not {args.select_episodes}", args.select_episodes >= 1),

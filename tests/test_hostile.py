@@ -641,7 +641,7 @@ def test_bad_values_of_the_clis_flags_get_one_line_before_any_work(flags, line, 
         assert str(ei.value.code) == f"error: {bad[0]} must be at least 1, not {bad[1]}"
     for bad in (["--max-grad-norm", "-1"], ["--lr", "nan"], ["--kl-coef", "-5"], ["--dpo-beta", "0"],
                 ["--clip-eps", "-1"], ["--sft-naive-frac", "7"], ["--eval-episodes", "-3"],
-                ["--harmful-share", "nan"]):
+                ["--harmful-share", "nan"], ["--benign-share", "0.9"], ["--benign-share", "nan"]):
         with pytest.raises(SystemExit) as ei:
             train.parse(["--preset", "tiny", *bad])
         assert str(ei.value.code).startswith(f"error: {bad[0]} must be")

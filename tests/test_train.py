@@ -139,6 +139,20 @@ def test_harmful_share_weights_the_rl_batch_and_its_default_is_the_balanced_batc
     assert "harmful" not in {t["category"] for t in T.sample_tasks(0, T.Args(tasks_per_step=6, harmful_share=0.0))}
 
 
+def test_benign_share_sets_the_benign_tasks_and_the_other_two_split_the_rest():
+    import collections
+    for step in range(4):
+        n = collections.Counter(t["category"] for t in T.sample_tasks(step, T.Args(
+            tasks_per_step=8, seed=1, harmful_share=0.5, benign_share=0.25)))
+        assert n == {"harmful": 4, "benign": 2, "injection": 1, "privacy": 1}, (step, n)
+    odd = [collections.Counter(t["category"] for t in T.sample_tasks(s, T.Args(
+        tasks_per_step=9, seed=1, harmful_share=3 / 9, benign_share=3 / 9))) for s in range(2)]
+    assert all(c["harmful"] == 3 and c["benign"] == 3 for c in odd)
+    assert {max(("injection", "privacy"), key=c.__getitem__) for c in odd} == {"injection", "privacy"}  # it turns
+    only = T.sample_tasks(0, T.Args(tasks_per_step=6, harmful_share=0.5, benign_share=0.5))
+    assert collections.Counter(t["category"] for t in only) == {"harmful": 3, "benign": 3}
+
+
 def test_sft_batches_are_drills_then_fresh_tasks_with_drills(tiny):
     _, tok = tiny
     args = T.Args(sft_batch=8, sft_drills=2, sft_goal_drills=3, sft_drill_steps=3, drill_batch=5, seed=0)
